@@ -1,0 +1,491 @@
+/* config.c: the key table, the file parser and value setters (see config.h).
+ *
+ * Defaults are written as text and go through the same setter as a file
+ * value, so a default can never be something the file could not say. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define CFG_RELOAD 1u /* a reload may change it */
+
+struct cfg_key;
+typedef int (*cfg_setter)(struct cfg *c, const struct cfg_key *k, const char *v,
+                          char *why, size_t whylen);
+
+struct cfg_key {
+    const char *name;
+    const char *def;
+    cfg_setter set;
+    size_t off;
+    long long min, max;
+    unsigned flags;
+    const char *help;
+};
+
+static int set_int(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
+static int set_bytes(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
+static int set_listen(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
+static int set_redis_url(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
+static int set_path(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
+static int set_str(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
+static int set_log_level(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
+
+#define OFF(f) offsetof(struct cfg, f)
+#define KiB 1024LL
+#define MiB (1024LL * 1024)
+
+static const struct cfg_key cfg_keys[] = {
+    {"listen", "127.0.0.1:8080", set_listen, 0, 0, 0, 0,
+     "HOST:PORT the WebSocket and HTTP endpoint listens on"},
+    {"redis_url", "redis://127.0.0.1:6379", set_redis_url, 0, 0, 0, 0,
+     "redis://[[user]:password@]host[:port][/db]; AUTH and SELECT are sent when given"},
+    {"batch_interval_ms", "200", set_int, OFF(batch_interval_ms), 0, 60000, CFG_RELOAD,
+     "how often pending messages are flushed, per channel; 0 sends each message at once"},
+    {"batch_max_bytes", "65536", set_bytes, OFF(batch_max_bytes), 256, 64 * MiB, CFG_RELOAD,
+     "a channel's pending batch that reaches this size is flushed at once"},
+    {"max_message_bytes", "1048576", set_bytes, OFF(max_message_bytes), 1, 512 * MiB,
+     CFG_RELOAD, "larger Redis payloads are dropped, logged and counted"},
+    {"ws_path", "/ws", set_path, OFF(ws_path), 0, 0, 0,
+     "URL path of the WebSocket endpoint"},
+    {"max_client_message_bytes", "4096", set_bytes, OFF(max_client_message_bytes), 64,
+     16 * MiB, CFG_RELOAD, "larger client messages are refused with close 1009"},
+    {"handshake_timeout_ms", "5000", set_int, OFF(handshake_timeout_ms), 100, 600000,
+     CFG_RELOAD, "a connection that has not completed its HTTP request by then is closed"},
+    {"ping_interval_s", "30", set_int, OFF(ping_interval_s), 0, 86400, CFG_RELOAD,
+     "a client silent this long is pinged; 0 turns pings off"},
+    {"pong_timeout_s", "10", set_int, OFF(pong_timeout_s), 1, 3600, CFG_RELOAD,
+     "a pinged client that stays silent this long is disconnected"},
+    {"max_pending_bytes", "8388608", set_bytes, OFF(max_pending_bytes), 64 * KiB,
+     4096 * MiB, CFG_RELOAD,
+     "a client with more unsent bytes than this is a slow consumer and is closed (1008)"},
+    {"shutdown_timeout_s", "10", set_int, OFF(shutdown_timeout_s), 1, 3600, CFG_RELOAD,
+     "on SIGTERM/SIGINT, clients get close 1001 and this long to go before exit"},
+    {"log_level", "info", set_log_level, OFF(log_level), 0, 0, CFG_RELOAD,
+     "error, warn, info or debug"},
+    {"log_file", "", set_str, OFF(log_file), 0, 0, 0,
+     "file to append the log to; empty means stderr"},
+};
+
+#define NKEYS (sizeof(cfg_keys) / sizeof(cfg_keys[0]))
+
+static long long *int_field(struct cfg *c, const struct cfg_key *k)
+{
+    return (long long *)((char *)c + k->off);
+}
+
+static char **str_field(struct cfg *c, const struct cfg_key *k)
+{
+    return (char **)((char *)c + k->off);
+}
+
+static int parse_ll(const char *v, long long *out, int allow_suffix)
+{
+    char *end;
+    long long n, mult = 1;
+
+    if (!isdigit((unsigned char)*v))
+        return -1;
+    errno = 0;
+    n = strtoll(v, &end, 10);
+    if (errno != 0)
+        return -1;
+    if (allow_suffix && *end != '\0' && end[1] == '\0') {
+        switch (tolower((unsigned char)*end)) {
+        case 'k': mult = KiB; break;
+        case 'm': mult = MiB; break;
+        case 'g': mult = 1024 * MiB; break;
+        default: return -1;
+        }
+        end++;
+    }
+    if (*end != '\0' || n > LLONG_MAX / mult)
+        return -1;
+    *out = n * mult;
+    return 0;
+}
+
+static int set_number(struct cfg *c, const struct cfg_key *k, const char *v,
+                      char *why, size_t whylen, int bytes)
+{
+    long long n;
+
+    if (parse_ll(v, &n, bytes) != 0 || n < k->min || n > k->max) {
+        snprintf(why, whylen, "expected %s from %lld to %lld",
+                 bytes ? "a byte count (suffix k, m or g allowed)" : "an integer",
+                 k->min, k->max);
+        return -1;
+    }
+    *int_field(c, k) = n;
+    return 0;
+}
+
+static int set_int(struct cfg *c, const struct cfg_key *k, const char *v, char *why,
+                   size_t whylen)
+{
+    return set_number(c, k, v, why, whylen, 0);
+}
+
+static int set_bytes(struct cfg *c, const struct cfg_key *k, const char *v, char *why,
+                     size_t whylen)
+{
+    return set_number(c, k, v, why, whylen, 1);
+}
+
+static int replace_str(char **field, const char *v, size_t n)
+{
+    char *s = malloc(n + 1);
+
+    if (s == NULL)
+        return -1;
+    memcpy(s, v, n);
+    s[n] = '\0';
+    free(*field);
+    *field = s;
+    return 0;
+}
+
+static int set_str(struct cfg *c, const struct cfg_key *k, const char *v, char *why,
+                   size_t whylen)
+{
+    if (replace_str(str_field(c, k), v, strlen(v)) != 0) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static int set_log_level(struct cfg *c, const struct cfg_key *k, const char *v,
+                         char *why, size_t whylen)
+{
+    int l = log_level_parse(v);
+
+    (void)k; /* the field is fixed: struct cfg.log_level */
+    if (l < 0) {
+        snprintf(why, whylen, "expected error, warn, info or debug");
+        return -1;
+    }
+    c->log_level = l;
+    return 0;
+}
+
+static int set_path(struct cfg *c, const struct cfg_key *k, const char *v, char *why,
+                    size_t whylen)
+{
+    const char *p;
+
+    if (v[0] != '/' || strlen(v) > 255) {
+        snprintf(why, whylen, "expected a URL path starting with '/'");
+        return -1;
+    }
+    for (p = v; *p; p++) {
+        if ((unsigned char)*p <= 0x20 || *p == '?' || *p == '#' || (unsigned char)*p == 0x7F) {
+            snprintf(why, whylen, "expected a URL path without spaces, '?' or '#'");
+            return -1;
+        }
+    }
+    return set_str(c, k, v, why, whylen);
+}
+
+/* Splits "host:port" or "[v6]:port" (port optional when defport > 0). */
+static int split_host_port(const char *v, size_t n, char **host, int *port, int defport)
+{
+    const char *hs = v, *he, *ps = NULL;
+    long long p;
+    char num[8];
+
+    if (n > 0 && v[0] == '[') {
+        const char *rb = memchr(v, ']', n);
+        if (rb == NULL)
+            return -1;
+        hs = v + 1;
+        he = rb;
+        if (rb + 1 < v + n) {
+            if (rb[1] != ':')
+                return -1;
+            ps = rb + 2;
+        }
+    } else {
+        const char *colon = NULL, *q;
+        for (q = v; q < v + n; q++)
+            if (*q == ':')
+                colon = q;
+        he = colon ? colon : v + n;
+        ps = colon ? colon + 1 : NULL;
+        if (colon && memchr(v, ':', (size_t)(colon - v)) != NULL)
+            return -1; /* bare IPv6 needs brackets */
+    }
+    if (he == hs)
+        return -1;
+    if (ps == NULL) {
+        if (defport <= 0)
+            return -1;
+        *port = defport;
+    } else {
+        size_t plen = (size_t)(v + n - ps);
+        if (plen == 0 || plen >= sizeof(num))
+            return -1;
+        memcpy(num, ps, plen);
+        num[plen] = '\0';
+        if (parse_ll(num, &p, 0) != 0 || p < 1 || p > 65535)
+            return -1;
+        *port = (int)p;
+    }
+    return replace_str(host, hs, (size_t)(he - hs));
+}
+
+static int set_listen(struct cfg *c, const struct cfg_key *k, const char *v, char *why,
+                      size_t whylen)
+{
+    (void)k;
+    if (split_host_port(v, strlen(v), &c->listen_host, &c->listen_port, 0) != 0) {
+        snprintf(why, whylen, "expected HOST:PORT with a port from 1 to 65535");
+        return -1;
+    }
+    return 0;
+}
+
+static int pct_decode(const char *s, size_t n, char **out)
+{
+    char *d = malloc(n + 1);
+    size_t i, j = 0;
+
+    if (d == NULL)
+        return -1;
+    for (i = 0; i < n; i++) {
+        if (s[i] == '%' && i + 2 < n && isxdigit((unsigned char)s[i + 1]) &&
+            isxdigit((unsigned char)s[i + 2])) {
+            char hex[3] = {s[i + 1], s[i + 2], 0};
+            d[j++] = (char)strtol(hex, NULL, 16);
+            i += 2;
+        } else if (s[i] == '%') {
+            free(d);
+            return -1;
+        } else {
+            d[j++] = s[i];
+        }
+    }
+    d[j] = '\0';
+    free(*out);
+    *out = d;
+    return 0;
+}
+
+static int set_redis_url(struct cfg *c, const struct cfg_key *k, const char *v,
+                         char *why, size_t whylen)
+{
+    const char *p = v, *at, *slash, *hostpart;
+    size_t hostlen;
+    long long db = -1;
+
+    (void)k;
+    free(c->redis_user);
+    free(c->redis_password);
+    c->redis_user = c->redis_password = NULL;
+    c->redis_db = -1;
+    if (strncmp(p, "redis://", 8) != 0)
+        goto bad;
+    p += 8;
+    slash = strchr(p, '/');
+    at = memchr(p, '@', slash ? (size_t)(slash - p) : strlen(p));
+    if (at != NULL) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon == NULL)
+            goto bad;
+        if (colon > p && pct_decode(p, (size_t)(colon - p), &c->redis_user) != 0)
+            goto bad;
+        if (pct_decode(colon + 1, (size_t)(at - colon - 1), &c->redis_password) != 0)
+            goto bad;
+        hostpart = at + 1;
+    } else {
+        hostpart = p;
+    }
+    hostlen = slash ? (size_t)(slash - hostpart) : strlen(hostpart);
+    if (split_host_port(hostpart, hostlen, &c->redis_host, &c->redis_port, 6379) != 0)
+        goto bad;
+    if (slash != NULL && slash[1] != '\0') {
+        if (parse_ll(slash + 1, &db, 0) != 0 || db > 1000000)
+            goto bad;
+    }
+    c->redis_db = (int)db;
+    if (replace_str(&c->redis_url, v, strlen(v)) != 0)
+        goto bad;
+    return 0;
+bad:
+    snprintf(why, whylen, "expected redis://[[user]:password@]host[:port][/db]");
+    return -1;
+}
+
+static const struct cfg_key *find_key(const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < NKEYS; i++)
+        if (strcmp(cfg_keys[i].name, name) == 0)
+            return &cfg_keys[i];
+    return NULL;
+}
+
+int cfg_defaults(struct cfg *c)
+{
+    char why[256];
+    size_t i;
+
+    memset(c, 0, sizeof(*c));
+    c->redis_db = -1;
+    for (i = 0; i < NKEYS; i++) {
+        if (cfg_keys[i].set(c, &cfg_keys[i], cfg_keys[i].def, why, sizeof(why)) != 0) {
+            cfg_free(c);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void cfg_free(struct cfg *c)
+{
+    free(c->listen_host);
+    free(c->redis_url);
+    free(c->redis_host);
+    free(c->redis_user);
+    free(c->redis_password);
+    free(c->ws_path);
+    free(c->log_file);
+    free(c->file);
+    memset(c, 0, sizeof(*c));
+}
+
+static char *trim(char *s)
+{
+    char *e;
+
+    while (*s == ' ' || *s == '\t')
+        s++;
+    e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n'))
+        e--;
+    *e = '\0';
+    return s;
+}
+
+int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
+{
+    FILE *f = NULL;
+    char line[4096], why[256];
+    unsigned char seen[NKEYS] = {0};
+    int lineno = 0;
+
+    if (cfg_defaults(c) != 0) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
+    if ((f = fopen(path, "r")) == NULL) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        goto fail;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        char *s, *key, *val;
+        const struct cfg_key *k;
+
+        lineno++;
+        if (strchr(line, '\n') == NULL && !feof(f)) {
+            snprintf(err, errlen, "%s:%d: line longer than %zu bytes", path, lineno,
+                     sizeof(line) - 2);
+            goto fail;
+        }
+        s = trim(line);
+        if (*s == '\0' || *s == '#')
+            continue;
+        key = s;
+        while (*s && *s != ' ' && *s != '\t')
+            s++;
+        if (*s)
+            *s++ = '\0';
+        val = trim(s);
+        if ((k = find_key(key)) == NULL) {
+            snprintf(err, errlen, "%s:%d: unknown key '%s'", path, lineno, key);
+            goto fail;
+        }
+        if (seen[k - cfg_keys]) {
+            snprintf(err, errlen, "%s:%d: key '%s' given twice", path, lineno, key);
+            goto fail;
+        }
+        seen[k - cfg_keys] = 1;
+        if (*val == '\0' && k->set != set_str) {
+            snprintf(err, errlen, "%s:%d: key '%s': missing value", path, lineno, key);
+            goto fail;
+        }
+        if (k->set(c, k, val, why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "%s:%d: key '%s': invalid value '%s' (%s)", path,
+                     lineno, key, val, why);
+            goto fail;
+        }
+    }
+    if (ferror(f)) {
+        snprintf(err, errlen, "%s: read error: %s", path, strerror(errno));
+        goto fail;
+    }
+    fclose(f);
+    if ((c->file = strdup(path)) == NULL) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        cfg_free(c);
+        return -1;
+    }
+    return 0;
+fail:
+    if (f != NULL)
+        fclose(f);
+    cfg_free(c);
+    return -1;
+}
+
+void cfg_print_keys(FILE *out)
+{
+    size_t i;
+
+    for (i = 0; i < NKEYS; i++)
+        fprintf(out, "  %-26s default %-24s %s%s\n", cfg_keys[i].name,
+                *cfg_keys[i].def ? cfg_keys[i].def : "(empty)", cfg_keys[i].help,
+                (cfg_keys[i].flags & CFG_RELOAD) ? "" : " [restart]");
+}
+
+static int value_equal(const struct cfg *a, const struct cfg *b, const struct cfg_key *k)
+{
+    if (k->set == set_int || k->set == set_bytes)
+        return *int_field((struct cfg *)a, k) == *int_field((struct cfg *)b, k);
+    if (k->set == set_listen)
+        return a->listen_port == b->listen_port &&
+               strcmp(a->listen_host, b->listen_host) == 0;
+    if (k->set == set_redis_url)
+        return strcmp(a->redis_url, b->redis_url) == 0;
+    if (k->set == set_log_level)
+        return a->log_level == b->log_level;
+    return strcmp(*str_field((struct cfg *)a, k), *str_field((struct cfg *)b, k)) == 0;
+}
+
+int cfg_diff_restart(const struct cfg *a, const struct cfg *b, char *buf, size_t len)
+{
+    size_t i, used = 0;
+    int n = 0;
+
+    if (len)
+        buf[0] = '\0';
+    for (i = 0; i < NKEYS; i++) {
+        if ((cfg_keys[i].flags & CFG_RELOAD) || value_equal(a, b, &cfg_keys[i]))
+            continue;
+        if (used < len) {
+            int r = snprintf(buf + used, len - used, "%s%s", n ? ", " : "", cfg_keys[i].name);
+            if (r > 0)
+                used += (size_t)r;
+        }
+        n++;
+    }
+    return n;
+}

@@ -1,0 +1,61 @@
+/* config.h: the configuration file and its one table of keys.
+ *
+ * A file is `key value` per line; blank lines and lines whose first
+ * non-blank character is '#' are ignored. Every key appears in cfg_keys[]
+ * (config.c) with its type, default, bounds and whether a reload may change
+ * it; parsing, `broker -t`, the defaults in `--help` and the checked
+ * broker.conf.example all follow from that table. */
+#ifndef BROKER_CONFIG_H
+#define BROKER_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+struct cfg {
+    /* listen HOST:PORT */
+    char *listen_host;
+    int listen_port;
+
+    /* redis_url redis://[[user]:password@]host[:port][/db] */
+    char *redis_url;
+    char *redis_host;
+    int redis_port;
+    char *redis_user;     /* NULL unless given */
+    char *redis_password; /* NULL unless given */
+    int redis_db;         /* -1 unless given */
+
+    long long batch_interval_ms;
+    long long batch_max_bytes;
+    long long max_message_bytes;
+    char *ws_path;
+    long long max_client_message_bytes;
+    long long handshake_timeout_ms;
+    long long ping_interval_s;
+    long long pong_timeout_s;
+    long long max_pending_bytes;
+    long long shutdown_timeout_s;
+    int log_level;
+    char *log_file;
+
+    char *file; /* the file this was loaded from, or NULL for defaults */
+};
+
+/* Fills c with every default. Returns 0, or -1 on ENOMEM. */
+int cfg_defaults(struct cfg *c);
+
+/* Loads path over the defaults. Returns 0; or -1 with err holding
+ * "FILE:LINE: ..." naming the key (or "FILE: ..." when the file cannot be
+ * read). On failure c is left freed. */
+int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen);
+
+/* Frees what c owns; c may then be reloaded. Safe on a zeroed cfg. */
+void cfg_free(struct cfg *c);
+
+/* Writes the key table (name, default, meaning) for --help. */
+void cfg_print_keys(FILE *out);
+
+/* Lists, into buf, the keys whose values differ between a and b and that a
+ * reload cannot change (they need a restart). Returns how many. */
+int cfg_diff_restart(const struct cfg *a, const struct cfg *b, char *buf, size_t len);
+
+#endif

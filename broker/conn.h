@@ -1,0 +1,109 @@
+/* conn.h: one client socket: its events, its queue of frames, its close.
+ *
+ * A connection queues frames by reference (struct frame, refcounted) and
+ * writes them with writev() once per loop iteration, after every other
+ * callback of that iteration has run (Redis's handleClientsWithPendingWrites):
+ * a client subscribed to ten channels gets ten frames in one system call.
+ *
+ * Owners (the HTTP reader, then the WebSocket session) plug in through
+ * struct conn_ops. A connection is never freed inside a callback: conn_kill()
+ * marks it and the set frees it, calling ops->on_free, when the current
+ * iteration's callbacks are done.
+ *
+ * Closing is graceful by default (conn_end): queued frames are written, the
+ * write side is shut down, and input is read and discarded until the peer
+ * closes or a deadline passes, so that the peer sees the last frame instead
+ * of a reset (nginx's lingering close). */
+#ifndef BROKER_CONN_H
+#define BROKER_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include "frame.h"
+
+struct conn;
+struct conn_set;
+
+struct conn_ops {
+    /* The socket is readable; read with conn_read(). Called only while the
+     * connection is open. */
+    void (*on_read)(struct conn *c);
+    /* About once a second while open; now_ms is CLOCK_MONOTONIC in ms. */
+    void (*on_tick)(struct conn *c, uint64_t now_ms);
+    /* The connection is about to be freed, outside any other callback of
+     * its own: release what the owner holds. */
+    void (*on_free)(struct conn *c);
+};
+
+enum conn_state {
+    CONN_OPEN = 0,
+    CONN_DRAINING, /* writing what is queued, then shutting down writes */
+    CONN_LINGER,   /* writes shut down; discarding input until EOF */
+    CONN_DEAD      /* to be freed at the end of this iteration */
+};
+
+struct conn {
+    int fd;
+    uint8_t state;
+    uint8_t in_pending; /* on the set's list of connections to write */
+    uint8_t wev_on;     /* waiting for the socket to become writable */
+    const struct conn_ops *ops;
+    void *owner;
+    struct conn_set *set;
+    struct conn *prev, *next; /* every connection of the set */
+    struct conn *link;        /* pending-write list, then dead list */
+    struct frame **q;         /* ring of queued frames, NULL until used */
+    uint32_t qhead, qlen, qcap;
+    uint32_t qoff;            /* bytes of q[qhead] already written */
+    size_t out_bytes;         /* bytes queued and not yet written */
+    uint64_t deadline_ms;     /* DRAINING/LINGER: kill after this */
+    struct event rev;
+    struct event wev;
+};
+
+/* Creates the set of connections of one event loop. Returns NULL on ENOMEM.
+ * max_pending_bytes bounds each connection's queue (see conn_send). */
+struct conn_set *conn_set_new(struct event_base *base, size_t max_pending_bytes);
+void conn_set_set_max_pending(struct conn_set *s, size_t max_pending_bytes);
+/* Frees every connection (on_free is called for each) and the set. */
+void conn_set_free(struct conn_set *s);
+/* Number of connections in the set, in any state. */
+size_t conn_set_count(const struct conn_set *s);
+/* Milliseconds of CLOCK_MONOTONIC. */
+uint64_t conn_now_ms(void);
+
+/* Visits every open connection. fn may conn_end() or conn_kill() it. */
+void conn_set_foreach(struct conn_set *s, void (*fn)(struct conn *c, void *arg), void *arg);
+
+/* Takes the accepted socket fd, which must be non-blocking already. Returns
+ * NULL and closes fd on failure. */
+struct conn *conn_new(struct conn_set *s, int fd, const struct conn_ops *ops, void *owner);
+
+/* Reads up to len bytes. Returns the count (> 0), 0 when nothing is
+ * available now, or -1 when the peer closed or the socket failed; the
+ * connection is then killed. */
+ssize_t conn_read(struct conn *c, void *buf, size_t len);
+
+/* Queues f, taking a reference of its own. Returns 0; or -1 when the
+ * connection is not open (nothing queued) or when the queue would exceed
+ * max_pending_bytes (errno ENOBUFS; nothing queued; the caller decides). */
+int conn_send(struct conn *c, struct frame *f);
+/* Queues a private copy of p[0..n). Same returns as conn_send. */
+int conn_send_copy(struct conn *c, const void *p, size_t n);
+
+/* Drops queued frames that have not started to go out (a frame partly
+ * written is kept, so the stream stays well formed). Returns bytes dropped. */
+size_t conn_drop_queued(struct conn *c);
+
+/* Graceful close: write what is queued, shut down writes, linger. Once
+ * called, on_read and on_tick are no longer called. */
+void conn_end(struct conn *c);
+/* Immediate close; the connection is freed at the end of the iteration. */
+void conn_kill(struct conn *c);
+
+#endif

@@ -1,0 +1,282 @@
+/* http.c: request heads, the WebSocket upgrade and /healthz (see http.h). */
+#include "http.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "protocol/codec.h"
+#include "protocol/httpreq.h"
+#include "session.h"
+#include "stats.h"
+
+/* A ?channels= list may name at most this many channels. */
+#define HTTP_MAX_QUERY_CHANNELS 100
+
+struct http_conn {
+    struct proto_buf head;
+    uint64_t deadline_ms;
+};
+
+static struct http_env *env;
+
+static void on_read(struct conn *c);
+static void on_tick(struct conn *c, uint64_t now);
+static void on_free(struct conn *c);
+
+static const struct conn_ops http_ops = {on_read, on_tick, on_free};
+
+void http_init(struct http_env *e)
+{
+    env = e;
+}
+
+void http_accept(struct conn_set *set, int fd)
+{
+    struct http_conn *h = calloc(1, sizeof(*h));
+    struct conn *c;
+
+    stats->connections_total++;
+    if (h == NULL) {
+        close(fd);
+        return;
+    }
+    h->deadline_ms = conn_now_ms() + (uint64_t)env->cfg->handshake_timeout_ms;
+    if ((c = conn_new(set, fd, &http_ops, h)) == NULL)
+        free(h);
+}
+
+static void on_free(struct conn *c)
+{
+    struct http_conn *h = c->owner;
+
+    proto_buf_free(&h->head);
+    free(h);
+}
+
+static void on_tick(struct conn *c, uint64_t now)
+{
+    struct http_conn *h = c->owner;
+
+    if (now >= h->deadline_ms) {
+        stats->errors_total[ERR_HANDSHAKE_TIMEOUT]++;
+        log_debug("fd %d: no complete request within %lld ms, closing", c->fd,
+                  env->cfg->handshake_timeout_ms);
+        conn_kill(c);
+    }
+}
+
+/* Sends a complete response and closes after it. */
+static void respond(struct conn *c, int status, const char *reason, const char *headers,
+                    const char *body, int head_only)
+{
+    char buf[1024];
+    int n;
+
+    n = snprintf(buf, sizeof(buf),
+                 "HTTP/1.1 %d %s\r\n"
+                 "Content-Type: text/plain; charset=utf-8\r\n"
+                 "Content-Length: %zu\r\n"
+                 "Connection: close\r\n"
+                 "%s"
+                 "\r\n"
+                 "%s",
+                 status, reason, strlen(body), headers ? headers : "", head_only ? "" : body);
+    if (n > 0 && (size_t)n < sizeof(buf))
+        conn_send_copy(c, buf, (size_t)n);
+    conn_end(c);
+}
+
+static void reject(struct conn *c, enum stats_err e, int status, const char *reason,
+                   const char *headers, const char *body)
+{
+    stats->errors_total[e]++;
+    log_debug("fd %d: HTTP %d: %s", c->fd, status, body);
+    respond(c, status, reason, headers, body, 0);
+}
+
+static int path_is(const struct proto_http_req *r, const char *path)
+{
+    size_t n = strlen(path);
+    return r->path.n == n && memcmp(r->path.p, path, n) == 0;
+}
+
+static int method_is(const struct proto_http_req *r, const char *m)
+{
+    size_t n = strlen(m);
+    return r->method.n == n && memcmp(r->method.p, m, n) == 0;
+}
+
+/* Collects ?channels=a,b as NUL-separated names in out. Returns 0, or -1
+ * when the list is malformed (a bad escape, an invalid or empty name, too
+ * many names). */
+static int query_channels(const struct proto_http_req *r, struct proto_buf *out)
+{
+    struct proto_buf raw = {0};
+    size_t i, start = 0, count = 0;
+    int found, rc = -1;
+
+    found = proto_http_query_param(r->query, "channels", &raw);
+    if (found == 0)
+        return 0;
+    if (found < 0)
+        goto done;
+    for (i = 0; i <= raw.len; i++) {
+        if (i < raw.len && raw.data[i] != ',')
+            continue;
+        if (!proto_channel_valid(raw.data + start, i - start) ||
+            ++count > HTTP_MAX_QUERY_CHANNELS ||
+            proto_buf_append(out, raw.data + start, i - start) != 0 ||
+            proto_buf_append_byte(out, '\0') != 0)
+            goto done;
+        start = i + 1;
+    }
+    rc = 0;
+done:
+    proto_buf_free(&raw);
+    return rc;
+}
+
+static void upgrade(struct conn *c, const struct proto_http_req *r, const char *rest,
+                    size_t rest_len)
+{
+    struct proto_json_span key = proto_http_header(r, "Sec-WebSocket-Key");
+    struct proto_json_span ver = proto_http_header(r, "Sec-WebSocket-Version");
+    struct proto_buf channels = {0};
+    char accept[29], resp[160];
+    int n;
+
+    if (!method_is(r, "GET")) {
+        reject(c, ERR_HTTP_405, 405, "Method Not Allowed", "Allow: GET\r\n",
+               "the WebSocket endpoint takes GET only\n");
+        return;
+    }
+    if (!proto_http_has_token(proto_http_header(r, "Upgrade"), "websocket") ||
+        !proto_http_has_token(proto_http_header(r, "Connection"), "upgrade")) {
+        reject(c, ERR_HTTP_426, 426, "Upgrade Required",
+               "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
+               "this endpoint speaks WebSocket only\n");
+        return;
+    }
+    if (ver.p == NULL || ver.n != 2 || memcmp(ver.p, "13", 2) != 0) {
+        reject(c, ERR_HTTP_426, 426, "Upgrade Required", "Sec-WebSocket-Version: 13\r\n",
+               "unsupported WebSocket version (13 is supported)\n");
+        return;
+    }
+    if (r->minor < 1 || proto_http_header(r, "Host").p == NULL) {
+        reject(c, ERR_HTTP_400, 400, "Bad Request", NULL,
+               "a WebSocket handshake needs HTTP/1.1 and a Host header\n");
+        return;
+    }
+    if (!proto_ws_key_valid(key)) {
+        reject(c, ERR_HTTP_400, 400, "Bad Request", NULL, "invalid Sec-WebSocket-Key\n");
+        return;
+    }
+    if (query_channels(r, &channels) != 0) {
+        proto_buf_free(&channels);
+        reject(c, ERR_HTTP_400, 400, "Bad Request", NULL,
+               "invalid ?channels= list (comma-separated names of 1-256 bytes, "
+               "no control characters, at most 100)\n");
+        return;
+    }
+    proto_ws_accept(key, accept);
+    n = snprintf(resp, sizeof(resp),
+                 "HTTP/1.1 101 Switching Protocols\r\n"
+                 "Upgrade: websocket\r\n"
+                 "Connection: Upgrade\r\n"
+                 "Sec-WebSocket-Accept: %s\r\n"
+                 "\r\n",
+                 accept);
+    if (conn_send_copy(c, resp, (size_t)n) != 0) {
+        proto_buf_free(&channels);
+        conn_kill(c);
+        return;
+    }
+    /* The session takes over the connection; the request state goes now,
+     * outside the on_free path, since the owner changes. */
+    {
+        struct http_conn *h = c->owner;
+        struct proto_buf head = h->head;
+        h->head.data = NULL;
+        on_free(c);
+        sess_start(c, channels.len ? channels.data : NULL, channels.len, rest, rest_len);
+        proto_buf_free(&head);
+    }
+    proto_buf_free(&channels);
+}
+
+static void route(struct conn *c, const struct proto_http_req *r, const char *rest,
+                  size_t rest_len)
+{
+    if (path_is(r, env->cfg->ws_path)) {
+        upgrade(c, r, rest, rest_len);
+        return;
+    }
+    if (path_is(r, "/healthz")) {
+        int head = method_is(r, "HEAD");
+        if (!head && !method_is(r, "GET")) {
+            reject(c, ERR_HTTP_405, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n",
+                   "method not allowed\n");
+            return;
+        }
+        if (env->healthy(env->arg))
+            respond(c, 200, "OK", "Cache-Control: no-store\r\n", "ok\n", head);
+        else
+            respond(c, 503, "Service Unavailable", "Cache-Control: no-store\r\n",
+                    "redis down\n", head);
+        return;
+    }
+    reject(c, ERR_HTTP_404, 404, "Not Found", NULL, "not found\n");
+}
+
+/* 1 when the bytes from `from` on may complete a head (a blank line), so
+ * that a slow client does not make us parse the same head again per byte. */
+static int may_end_head(const struct proto_buf *b, size_t from)
+{
+    size_t i = from > 3 ? from - 3 : 0;
+
+    for (; i + 1 < b->len; i++)
+        if (b->data[i] == '\n' && (b->data[i + 1] == '\n' ||
+                                   (b->data[i + 1] == '\r' && i + 2 < b->len &&
+                                    b->data[i + 2] == '\n')))
+            return 1;
+    return 0;
+}
+
+static void on_read(struct conn *c)
+{
+    struct http_conn *h = c->owner;
+    struct proto_http_req req;
+    size_t room, before = h->head.len;
+    ssize_t n;
+
+    /* One byte past the limit tells "too large" from "exactly full". */
+    room = PROTO_HTTP_MAX_HEAD + 1 - h->head.len;
+    if (proto_buf_reserve(&h->head, room) != 0) {
+        conn_kill(c);
+        return;
+    }
+    n = conn_read(c, h->head.data + h->head.len, room);
+    if (n <= 0)
+        return;
+    h->head.len += (size_t)n;
+    if (!may_end_head(&h->head, before) && h->head.len <= PROTO_HTTP_MAX_HEAD)
+        return;
+    switch (proto_http_parse(h->head.data, h->head.len, &req)) {
+    case PROTO_HTTP_INCOMPLETE:
+        return;
+    case PROTO_HTTP_TOO_LARGE:
+        reject(c, ERR_HTTP_431, 431, "Request Header Fields Too Large", NULL,
+               "request head over 8 KiB\n");
+        return;
+    case PROTO_HTTP_BAD:
+        reject(c, ERR_HTTP_400, 400, "Bad Request", NULL, "malformed request\n");
+        return;
+    case PROTO_HTTP_DONE:
+        route(c, &req, h->head.data + req.head_len, h->head.len - req.head_len);
+        return;
+    }
+}

@@ -1,0 +1,33 @@
+/* http.h: the HTTP side of the listen port.
+ *
+ * A new connection first reads one request head (at most 8 KiB; slower than
+ * handshake_timeout_ms and it is closed). Then:
+ *   GET <ws_path> with a valid RFC 6455 upgrade  -> 101, and the connection
+ *                                                  becomes a session
+ *   GET <ws_path> without an upgrade             -> 426
+ *   Sec-WebSocket-Version other than 13          -> 426 + Sec-WebSocket-Version: 13
+ *   GET|HEAD /healthz                            -> 200 "ok" / 503 while Redis is down
+ *   malformed head                               -> 400
+ *   head over 8 KiB                              -> 431
+ *   any other path                               -> 404
+ * Every answer but 101 closes the connection (Connection: close). */
+#ifndef BROKER_HTTP_H
+#define BROKER_HTTP_H
+
+#include "conn.h"
+
+struct cfg;
+
+struct http_env {
+    const struct cfg *cfg;
+    int (*healthy)(void *arg); /* 1 while the Redis link is up */
+    void *arg;
+};
+
+/* Sets the environment of every HTTP connection; env is borrowed. */
+void http_init(struct http_env *env);
+
+/* Takes an accepted, non-blocking socket. */
+void http_accept(struct conn_set *set, int fd);
+
+#endif

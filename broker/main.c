@@ -1,0 +1,78 @@
+/* main.c: command line, configuration check, and the start of the worker. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "version.h"
+#include "worker.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: broker [-c FILE] [-t]\n"
+            "       broker --version | --help\n"
+            "\n"
+            "Bridges Redis Pub/Sub to WebSocket clients.\n"
+            "\n"
+            "  -c FILE    configuration file (`key value` per line, # comments);\n"
+            "             without it every key has its default\n"
+            "  -t         check the configuration and exit: 0 when valid, else 1\n"
+            "  --version  print the version and exit\n"
+            "  --help     print this help and exit\n"
+            "\n"
+            "Configuration keys ([restart]: a reload cannot change it):\n");
+    cfg_print_keys(out);
+}
+
+int main(int argc, char **argv)
+{
+    const char *file = NULL;
+    int test = 0, i, rc;
+    struct cfg cfg;
+    char err[1024];
+
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+            file = argv[++i];
+        } else if (strcmp(argv[i], "-t") == 0) {
+            test = 1;
+        } else if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-v") == 0) {
+            printf("broker %s\n", BROKER_VERSION);
+            return 0;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "broker: unknown argument '%s'\n", argv[i]);
+            usage(stderr);
+            return 1;
+        }
+    }
+    if (file != NULL) {
+        if (cfg_load(&cfg, file, err, sizeof(err)) != 0) {
+            fprintf(stderr, "broker: %s\n", err);
+            return 1;
+        }
+    } else if (cfg_defaults(&cfg) != 0) {
+        fprintf(stderr, "broker: out of memory\n");
+        return 1;
+    }
+    if (test) {
+        printf("broker: configuration %s is valid\n", file ? file : "(defaults)");
+        cfg_free(&cfg);
+        return 0;
+    }
+    log_set_level((enum log_level)cfg.log_level);
+    if (log_open(cfg.log_file) != 0) {
+        fprintf(stderr, "broker: cannot open log_file %s\n", cfg.log_file);
+        cfg_free(&cfg);
+        return 1;
+    }
+    log_info("broker %s starting (config %s)", BROKER_VERSION, file ? file : "defaults");
+    rc = worker_run(&cfg);
+    log_close();
+    cfg_free(&cfg);
+    return rc;
+}

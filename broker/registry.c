@@ -1,0 +1,336 @@
+/* registry.c: channel table, groups and subscriptions (see registry.h). */
+#include "registry.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "siphash.h"
+#include "stats.h"
+#include "util.h"
+
+struct reg_channel;
+
+struct reg_group {
+    struct reg_channel *ch;
+    struct reg_group *next;   /* the channel's groups */
+    struct reg_sub *subs;     /* doubly linked through gprev/gnext */
+    uint32_t nsubs;
+    struct batch batch;
+};
+
+struct reg_sub {
+    struct reg_group *group;
+    struct reg_client *client;
+    struct reg_sub *gprev, *gnext; /* in the group */
+    struct reg_sub *cnext;         /* in the client's list */
+};
+
+struct reg_channel {
+    struct reg_channel *hnext; /* hash chain */
+    uint64_t hash;
+    struct reg_group *groups;
+    uint32_t nsubs;
+    uint32_t len;
+    char name[];
+};
+
+struct reg {
+    struct reg_channel **buckets;
+    size_t nbuckets; /* a power of two */
+    size_t nchannels;
+    size_t nsubs;
+    uint8_t key[16];
+    struct reg_hooks hooks;
+    struct batcher *batcher;
+};
+
+static void emit(void *arg, struct batch *b, struct frame *f, uint32_t count);
+
+struct reg *reg_new(struct event_base *base, struct frame_builder *fb,
+                    const struct reg_hooks *hooks)
+{
+    struct reg *r = calloc(1, sizeof(*r));
+
+    if (r == NULL)
+        return NULL;
+    r->nbuckets = 64;
+    r->buckets = calloc(r->nbuckets, sizeof(*r->buckets));
+    r->hooks = *hooks;
+    r->batcher = batcher_new(base, fb, emit, r);
+    if (r->buckets == NULL || r->batcher == NULL ||
+        getrandom(r->key, sizeof(r->key), 0) != (ssize_t)sizeof(r->key)) {
+        reg_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+struct batcher *reg_batcher(struct reg *r)
+{
+    return r->batcher;
+}
+
+static struct reg_channel *lookup(struct reg *r, const char *name, size_t len, uint64_t h)
+{
+    struct reg_channel *ch = r->buckets[h & (r->nbuckets - 1)];
+
+    for (; ch != NULL; ch = ch->hnext)
+        if (ch->hash == h && ch->len == len && memcmp(ch->name, name, len) == 0)
+            return ch;
+    return NULL;
+}
+
+static void grow(struct reg *r)
+{
+    size_t n = r->nbuckets * 2, i;
+    struct reg_channel **nb = calloc(n, sizeof(*nb)), *ch, *next;
+
+    if (nb == NULL)
+        return; /* longer chains, still correct */
+    for (i = 0; i < r->nbuckets; i++) {
+        for (ch = r->buckets[i]; ch != NULL; ch = next) {
+            next = ch->hnext;
+            ch->hnext = nb[ch->hash & (n - 1)];
+            nb[ch->hash & (n - 1)] = ch;
+        }
+    }
+    free(r->buckets);
+    r->buckets = nb;
+    r->nbuckets = n;
+}
+
+static struct reg_channel *channel_new(struct reg *r, const char *name, size_t len,
+                                       uint64_t h)
+{
+    struct reg_channel *ch = calloc(1, sizeof(*ch) + len);
+    size_t b;
+
+    if (ch == NULL)
+        return NULL;
+    ch->hash = h;
+    ch->len = (uint32_t)len;
+    memcpy(ch->name, name, len);
+    if (r->nchannels >= r->nbuckets)
+        grow(r);
+    b = h & (r->nbuckets - 1);
+    ch->hnext = r->buckets[b];
+    r->buckets[b] = ch;
+    r->nchannels++;
+    stats->channels = r->nchannels;
+    return ch;
+}
+
+static void channel_free(struct reg *r, struct reg_channel *ch)
+{
+    struct reg_channel **pp = &r->buckets[ch->hash & (r->nbuckets - 1)];
+
+    while (*pp != ch)
+        pp = &(*pp)->hnext;
+    *pp = ch->hnext;
+    r->nchannels--;
+    stats->channels = r->nchannels;
+    free(ch);
+}
+
+static struct reg_group *group_get(struct reg_channel *ch)
+{
+    struct reg_group *g = ch->groups;
+
+    if (g != NULL)
+        return g;
+    if ((g = calloc(1, sizeof(*g))) == NULL)
+        return NULL;
+    g->ch = ch;
+    g->next = ch->groups;
+    ch->groups = g;
+    return g;
+}
+
+static void group_free(struct reg *r, struct reg_group *g)
+{
+    struct reg_group **pp = &g->ch->groups;
+
+    while (*pp != g)
+        pp = &(*pp)->next;
+    *pp = g->next;
+    batch_discard(r->batcher, &g->batch);
+    free(g);
+}
+
+int reg_subscribe(struct reg *r, struct reg_client *cl, const char *name, size_t len)
+{
+    uint64_t h = siphash24(name, len, r->key);
+    struct reg_channel *ch = lookup(r, name, len, h);
+    struct reg_group *g;
+    struct reg_sub *s;
+    int created = 0;
+
+    if (ch != NULL) {
+        for (s = cl->subs; s != NULL; s = s->cnext)
+            if (s->group->ch == ch)
+                return 1;
+    } else {
+        if ((ch = channel_new(r, name, len, h)) == NULL)
+            return -1;
+        created = 1;
+    }
+    if ((g = group_get(ch)) == NULL || (s = calloc(1, sizeof(*s))) == NULL) {
+        if (g != NULL && g->nsubs == 0)
+            group_free(r, g);
+        if (created)
+            channel_free(r, ch);
+        return -1;
+    }
+    s->group = g;
+    s->client = cl;
+    s->gnext = g->subs;
+    if (g->subs)
+        g->subs->gprev = s;
+    g->subs = s;
+    g->nsubs++;
+    s->cnext = cl->subs;
+    cl->subs = s;
+    cl->nsubs++;
+    ch->nsubs++;
+    r->nsubs++;
+    stats->subscriptions = r->nsubs;
+    if (created && r->hooks.on_first)
+        r->hooks.on_first(r->hooks.arg, ch->name, ch->len);
+    return 0;
+}
+
+/* Unlinks s from its group (and frees what empties); s itself is freed. */
+static void sub_remove(struct reg *r, struct reg_sub *s)
+{
+    struct reg_group *g = s->group;
+    struct reg_channel *ch = g->ch;
+
+    if (s->gprev)
+        s->gprev->gnext = s->gnext;
+    else
+        g->subs = s->gnext;
+    if (s->gnext)
+        s->gnext->gprev = s->gprev;
+    g->nsubs--;
+    ch->nsubs--;
+    r->nsubs--;
+    stats->subscriptions = r->nsubs;
+    free(s);
+    if (g->nsubs == 0)
+        group_free(r, g);
+    if (ch->nsubs == 0) {
+        if (r->hooks.on_last)
+            r->hooks.on_last(r->hooks.arg, ch->name, ch->len);
+        channel_free(r, ch);
+    }
+}
+
+int reg_unsubscribe(struct reg *r, struct reg_client *cl, const char *name, size_t len)
+{
+    struct reg_sub **pp, *s;
+
+    for (pp = &cl->subs; (s = *pp) != NULL; pp = &s->cnext) {
+        struct reg_channel *ch = s->group->ch;
+        if (ch->len == len && memcmp(ch->name, name, len) == 0) {
+            *pp = s->cnext;
+            cl->nsubs--;
+            sub_remove(r, s);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+void reg_unsubscribe_all(struct reg *r, struct reg_client *cl)
+{
+    struct reg_sub *s;
+
+    while ((s = cl->subs) != NULL) {
+        cl->subs = s->cnext;
+        cl->nsubs--;
+        sub_remove(r, s);
+    }
+}
+
+size_t reg_publish(struct reg *r, const char *name, size_t len, const char *json,
+                   size_t jlen)
+{
+    struct reg_channel *ch = lookup(r, name, len, siphash24(name, len, r->key));
+    struct reg_group *g;
+    size_t n = 0;
+
+    if (ch == NULL)
+        return 0;
+    for (g = ch->groups; g != NULL; g = g->next)
+        if (batch_append(r->batcher, &g->batch, ch->name, ch->len, json, jlen) == 0)
+            n++;
+    return n;
+}
+
+/* The batcher flushed a group's batch: hand the one frame to every member. */
+static void emit(void *arg, struct batch *b, struct frame *f, uint32_t count)
+{
+    struct reg *r = arg;
+    struct reg_group *g = container_of(b, struct reg_group, batch);
+    struct reg_sub *s;
+
+    stats->frames_sent_total += g->nsubs;
+    stats->messages_delivered_total += (uint64_t)count * g->nsubs;
+    for (s = g->subs; s != NULL; s = s->gnext)
+        r->hooks.deliver(r->hooks.arg, s->client, f);
+}
+
+void reg_foreach_channel(struct reg *r, void (*fn)(void *arg, const char *name, size_t len),
+                         void *arg)
+{
+    struct reg_channel *ch;
+    size_t i;
+
+    for (i = 0; i < r->nbuckets; i++)
+        for (ch = r->buckets[i]; ch != NULL; ch = ch->hnext)
+            fn(arg, ch->name, ch->len);
+}
+
+size_t reg_channel_count(const struct reg *r)
+{
+    return r->nchannels;
+}
+
+size_t reg_subscription_count(const struct reg *r)
+{
+    return r->nsubs;
+}
+
+void reg_free(struct reg *r)
+{
+    size_t i;
+    struct reg_channel *ch, *next;
+    struct reg_group *g, *gn;
+    struct reg_sub *s, *sn;
+
+    if (r == NULL)
+        return;
+    /* Pending batches go out first: their frames are queued on clients that
+     * may still be written to before the loop ends. */
+    batcher_free(r->batcher);
+    for (i = 0; r->buckets && i < r->nbuckets; i++) {
+        for (ch = r->buckets[i]; ch != NULL; ch = next) {
+            next = ch->hnext;
+            for (g = ch->groups; g != NULL; g = gn) {
+                gn = g->next;
+                for (s = g->subs; s != NULL; s = sn) {
+                    sn = s->gnext;
+                    s->client->subs = NULL;
+                    s->client->nsubs = 0;
+                    free(s);
+                }
+                proto_buf_free(&g->batch.buf);
+                free(g);
+            }
+            free(ch);
+        }
+    }
+    free(r->buckets);
+    free(r);
+}

@@ -1,0 +1,75 @@
+/* registry.h: channels, their subscriber groups, and who subscribes to what.
+ *
+ * Indexed both ways, as Redis's pubsub.c: a channel lists its groups and a
+ * group its subscribers (doubly linked: O(1) removal); a client lists its
+ * subscriptions. A group is the set of a channel's subscribers that receive
+ * the same messages, and so share one batch and one frame per flush. The
+ * channel is refcounted by its subscribers: the first one triggers
+ * hooks.on_first (SUBSCRIBE in Redis), the last one hooks.on_last
+ * (UNSUBSCRIBE).
+ *
+ * The registry never touches sockets: a flushed frame reaches each
+ * subscriber through hooks.deliver, with the struct reg_client that the
+ * session embeds (it gets back to itself with container_of). */
+#ifndef BROKER_REGISTRY_H
+#define BROKER_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "batch.h"
+#include "frame.h"
+
+struct reg_sub;
+
+/* Embedded in each session; zero-initialised means "no subscriptions". */
+struct reg_client {
+    struct reg_sub *subs;
+    uint32_t nsubs;
+};
+
+struct reg_hooks {
+    /* A channel got its first subscriber / lost its last one. name is
+     * borrowed for the call. */
+    void (*on_first)(void *arg, const char *name, size_t len);
+    void (*on_last)(void *arg, const char *name, size_t len);
+    /* Queue f (borrowed: take a reference to keep it) on cl's connection. */
+    void (*deliver)(void *arg, struct reg_client *cl, struct frame *f);
+    void *arg;
+};
+
+struct reg;
+
+/* Returns NULL on ENOMEM. The batcher is created here (it calls back into
+ * the registry on every flush) from the loop and frame builder given. */
+struct reg *reg_new(struct event_base *base, struct frame_builder *fb,
+                    const struct reg_hooks *hooks);
+/* Frees every channel, group and subscription. Clients must not be used
+ * with the registry afterwards. Safe on NULL. */
+void reg_free(struct reg *r);
+
+struct batcher *reg_batcher(struct reg *r);
+
+/* Subscribes cl to channel name[0..len). Returns 0 when added, 1 when cl
+ * was already subscribed (nothing changes), -1 on ENOMEM. */
+int reg_subscribe(struct reg *r, struct reg_client *cl, const char *name, size_t len);
+/* Returns 0 when removed, 1 when cl was not subscribed. */
+int reg_unsubscribe(struct reg *r, struct reg_client *cl, const char *name, size_t len);
+/* Drops every subscription of cl (the client is going away). */
+void reg_unsubscribe_all(struct reg *r, struct reg_client *cl);
+
+/* Adds one message (its JSON text, copied into each group's batch) to
+ * channel name[0..len). Unknown channels are ignored: a message can still
+ * arrive after the last subscriber left. Returns the number of groups that
+ * took it. */
+size_t reg_publish(struct reg *r, const char *name, size_t len, const char *json,
+                   size_t jlen);
+
+/* Calls fn for every channel with at least one subscriber. */
+void reg_foreach_channel(struct reg *r, void (*fn)(void *arg, const char *name, size_t len),
+                         void *arg);
+
+size_t reg_channel_count(const struct reg *r);
+size_t reg_subscription_count(const struct reg *r);
+
+#endif

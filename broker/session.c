@@ -1,0 +1,375 @@
+/* session.c: WebSocket sessions (see session.h). */
+#include "session.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <wslay/wslay.h>
+
+#include "config.h"
+#include "log.h"
+#include "protocol/codec.h"
+#include "stats.h"
+#include "util.h"
+
+struct sess {
+    struct conn *conn;
+    struct reg_client client;
+    wslay_event_context_ptr ws; /* NULL while idle */
+    const char *feed;           /* bytes being handed to wslay */
+    size_t feed_len;
+    uint64_t fed;               /* bytes given to ws since it was created */
+    uint64_t consumed;          /* bytes of complete frames among them */
+    uint64_t frame_len;         /* header and payload of the frame in progress */
+    uint64_t last_rx_ms;
+    uint64_t ping_sent_ms;      /* 0 when no ping is outstanding */
+    uint8_t mid_message;        /* a fragmented message is open */
+    uint8_t in_feed;            /* inside wslay: ws must not be freed */
+};
+
+static struct sess_env *env;
+
+/* Scratch space shared by every session of the worker: one message is
+ * handled at a time. */
+static struct proto_buf reply_buf;   /* an ack or error being encoded */
+static struct proto_buf wsout;       /* bytes wslay sends during one call */
+static struct proto_buf channel_buf; /* the decoded channel of a request */
+
+static void on_read(struct conn *c);
+static void on_tick(struct conn *c, uint64_t now);
+static void on_free(struct conn *c);
+
+static const struct conn_ops sess_ops = {on_read, on_tick, on_free};
+
+void sess_init(struct sess_env *e)
+{
+    env = e;
+}
+
+int sess_is_session(const struct conn *c)
+{
+    return c->ops == &sess_ops;
+}
+
+/* wslay callbacks. */
+
+static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+                       void *user)
+{
+    struct sess *s = user;
+
+    (void)flags;
+    if (s->feed_len == 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    if (len > s->feed_len)
+        len = s->feed_len;
+    memcpy(buf, s->feed, len);
+    s->feed += len;
+    s->feed_len -= len;
+    return (ssize_t)len;
+}
+
+/* Collects what wslay sends in one wslay_event_send() call; flush_wsout()
+ * queues it as one frame. Always takes everything, so wslay never holds a
+ * half-sent frame that a shared batch frame could interleave with. */
+static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
+                       int flags, void *user)
+{
+    (void)flags;
+    (void)user;
+    if (proto_buf_append(&wsout, data, len) != 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    return (ssize_t)len;
+}
+
+static int genmask_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void *user)
+{
+    (void)ctx;
+    (void)user;
+    memset(buf, 0, len); /* servers do not mask */
+    return 0;
+}
+
+static void frame_start_cb(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_start_arg *arg, void *user)
+{
+    struct sess *s = user;
+    uint64_t n = arg->payload_length;
+
+    (void)ctx;
+    /* wslay has already refused unmasked frames and non-minimal lengths, so
+     * the header length follows from the payload length. */
+    s->frame_len = 2 + 4 + (n < 126 ? 0 : n < 65536 ? 2 : 8) + n;
+    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME ||
+        arg->opcode == WSLAY_CONTINUATION_FRAME)
+        s->mid_message = !arg->fin;
+}
+
+static void frame_end_cb(wslay_event_context_ptr ctx, void *user)
+{
+    struct sess *s = user;
+
+    (void)ctx;
+    s->consumed += s->frame_len;
+}
+
+static void send_reply(struct sess *s)
+{
+    struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)reply_buf.data,
+                                reply_buf.len};
+
+    if (wslay_event_queue_msg(s->ws, &m) != 0)
+        log_debug("fd %d: reply dropped (closing)", s->conn->fd);
+}
+
+static void reply_error(struct sess *s, enum proto_error code, const char *why,
+                        struct proto_json_span rid)
+{
+    proto_buf_reset(&reply_buf);
+    if (proto_error_encode(&reply_buf, code, why, rid) == 0)
+        send_reply(s);
+}
+
+static void handle_control(struct sess *s, const char *msg, size_t n)
+{
+    struct proto_request req;
+    const char *why;
+    enum proto_error e;
+    int r;
+
+    req.channel = &channel_buf;
+    e = proto_request_decode(msg, n, &req, &why);
+    if (e != PROTO_OK) {
+        stats->errors_total[ERR_BAD_REQUEST]++;
+        log_debug("fd %d: bad request: %s", s->conn->fd, why);
+        reply_error(s, e, why, req.rid);
+        return;
+    }
+    if (req.action == PROTO_ACTION_SUBSCRIBE)
+        r = reg_subscribe(env->reg, &s->client, channel_buf.data, channel_buf.len);
+    else
+        r = reg_unsubscribe(env->reg, &s->client, channel_buf.data, channel_buf.len);
+    if (r < 0) {
+        reply_error(s, PROTO_ERR_LIMIT, "out of memory", req.rid);
+        return;
+    }
+    proto_buf_reset(&reply_buf);
+    if (proto_ack_encode(&reply_buf, req.action, channel_buf.data, channel_buf.len,
+                         req.rid) == 0)
+        send_reply(s);
+}
+
+static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                   void *user)
+{
+    struct sess *s = user;
+    static const char why[] = "binary frames are not accepted";
+
+    switch (arg->opcode) {
+    case WSLAY_TEXT_FRAME:
+        handle_control(s, (const char *)arg->msg, arg->msg_length);
+        break;
+    case WSLAY_BINARY_FRAME:
+        stats->errors_total[ERR_WS_1003]++;
+        wslay_event_queue_close(ctx, PROTO_CLOSE_UNSUPPORTED_DATA, (const uint8_t *)why,
+                                sizeof(why) - 1);
+        wslay_event_shutdown_read(ctx);
+        break;
+    default:
+        break; /* wslay answers pings and closes itself */
+    }
+}
+
+static const struct wslay_event_callbacks ws_callbacks = {
+    recv_cb, send_cb, genmask_cb, frame_start_cb, NULL, frame_end_cb, msg_cb};
+
+static void flush_wsout(struct sess *s)
+{
+    if (wsout.len == 0)
+        return;
+    if (conn_send_copy(s->conn, wsout.data, wsout.len) != 0 && errno == ENOBUFS)
+        conn_kill(s->conn); /* cannot even queue a reply */
+    proto_buf_reset(&wsout);
+}
+
+static void ws_free(struct sess *s)
+{
+    if (s->ws == NULL)
+        return;
+    wslay_event_context_free(s->ws);
+    s->ws = NULL;
+    s->fed = s->consumed = 0;
+    s->mid_message = 0;
+}
+
+/* The close wslay sent tells what went wrong, for the counters. */
+static void count_close(uint16_t code)
+{
+    switch (code) {
+    case PROTO_CLOSE_PROTOCOL_ERROR: stats->errors_total[ERR_WS_1002]++; break;
+    case PROTO_CLOSE_INVALID_PAYLOAD: stats->errors_total[ERR_WS_1007]++; break;
+    case PROTO_CLOSE_TOO_BIG: stats->errors_total[ERR_WS_1009]++; break;
+    default: break;
+    }
+}
+
+/* Hands p[0..n) to wslay and acts on what it made of it. */
+static void feed(struct sess *s, const char *p, size_t n)
+{
+    int r;
+
+    if (s->ws == NULL) {
+        if (wslay_event_context_server_init(&s->ws, &ws_callbacks, s) != 0) {
+            s->ws = NULL;
+            conn_kill(s->conn);
+            return;
+        }
+        wslay_event_config_set_max_recv_msg_length(
+            s->ws, (uint64_t)env->cfg->max_client_message_bytes);
+    }
+    s->feed = p;
+    s->feed_len = n;
+    s->fed += n;
+    s->in_feed = 1;
+    r = wslay_event_recv(s->ws);
+    s->feed_len = 0;
+    if (r == 0 && wslay_event_want_write(s->ws))
+        r = wslay_event_send(s->ws);
+    s->in_feed = 0;
+    if (s->conn->state != CONN_OPEN) { /* closed meanwhile (slow consumer) */
+        proto_buf_reset(&wsout);
+        ws_free(s);
+        return;
+    }
+    if (r != 0) {
+        proto_buf_reset(&wsout);
+        conn_kill(s->conn);
+        return;
+    }
+    flush_wsout(s);
+    if (wslay_event_get_close_sent(s->ws)) {
+        if (!wslay_event_get_close_received(s->ws))
+            count_close(wslay_event_get_status_code_sent(s->ws));
+        ws_free(s);
+        conn_end(s->conn);
+        return;
+    }
+    if (s->fed == s->consumed && !s->mid_message && wslay_event_want_read(s->ws))
+        ws_free(s);
+}
+
+static void on_read(struct conn *c)
+{
+    static char buf[16384];
+    struct sess *s = c->owner;
+    ssize_t n = conn_read(c, buf, sizeof(buf));
+
+    if (n <= 0)
+        return;
+    s->last_rx_ms = conn_now_ms();
+    s->ping_sent_ms = 0;
+    feed(s, buf, (size_t)n);
+}
+
+static void on_tick(struct conn *c, uint64_t now)
+{
+    struct sess *s = c->owner;
+    uint64_t ping_ms = (uint64_t)env->cfg->ping_interval_s * 1000;
+    uint64_t pong_ms = (uint64_t)env->cfg->pong_timeout_s * 1000;
+
+    if (ping_ms == 0)
+        return;
+    if (s->ping_sent_ms == 0) {
+        if (now - s->last_rx_ms >= ping_ms && conn_send(c, env->ping) == 0)
+            s->ping_sent_ms = now;
+    } else if (now - s->ping_sent_ms >= pong_ms) {
+        stats->errors_total[ERR_PONG_TIMEOUT]++;
+        log_debug("fd %d: no pong in %llu ms, closing", c->fd, (unsigned long long)pong_ms);
+        conn_kill(c);
+    }
+}
+
+static void on_free(struct conn *c)
+{
+    struct sess *s = c->owner;
+
+    reg_unsubscribe_all(env->reg, &s->client);
+    ws_free(s);
+    stats->connections--;
+    free(s);
+}
+
+void sess_close(struct conn *c, uint16_t code, const char *reason)
+{
+    struct frame *f;
+
+    struct sess *s = c->owner;
+
+    if (c->state != CONN_OPEN || !sess_is_session(c))
+        return;
+    if (!s->in_feed)
+        ws_free(s);
+    f = frame_build_close(env->fb, code, reason);
+    if (f != NULL) {
+        conn_send(c, f);
+        frame_unref(f);
+    }
+    conn_end(c);
+}
+
+void sess_deliver(void *arg, struct reg_client *cl, struct frame *f)
+{
+    struct sess *s = container_of(cl, struct sess, client);
+    struct conn *c = s->conn;
+
+    (void)arg;
+    if (conn_send(c, f) == 0 || errno != ENOBUFS || c->state != CONN_OPEN)
+        return;
+    /* Too far behind: what is queued will not be wanted any more. */
+    stats->slow_consumer_disconnects_total++;
+    log_info("fd %d: slow consumer (over %lld pending bytes), closing", c->fd,
+             env->cfg->max_pending_bytes);
+    conn_drop_queued(c);
+    sess_close(c, PROTO_CLOSE_POLICY, "slow consumer");
+}
+
+int sess_start(struct conn *c, const char *channels, size_t channels_len,
+               const char *rest, size_t rest_len)
+{
+    struct sess *s = calloc(1, sizeof(*s));
+    const char *p = channels, *end = channels + channels_len;
+
+    if (s == NULL) {
+        conn_kill(c);
+        return -1;
+    }
+    s->conn = c;
+    s->last_rx_ms = conn_now_ms();
+    c->owner = s;
+    c->ops = &sess_ops;
+    stats->connections++;
+    stats->sessions_total++;
+    while (channels != NULL && p < end) {
+        size_t n = strlen(p);
+        if (reg_subscribe(env->reg, &s->client, p, n) < 0) {
+            conn_kill(c);
+            return -1;
+        }
+        p += n + 1;
+    }
+    if (rest_len > 0)
+        feed(s, rest, rest_len);
+    return 0;
+}
+
+void sess_cleanup(void)
+{
+    proto_buf_free(&reply_buf);
+    proto_buf_free(&wsout);
+    proto_buf_free(&channel_buf);
+}

@@ -1,0 +1,59 @@
+/* session.h: one WebSocket client, from the 101 response to its close.
+ *
+ * Reads go through wslay's event API (masking, fragmentation, UTF-8 checks,
+ * pings, the close handshake, max message size); text messages are control
+ * messages (protocol/codec.h) answered with an ack or an error. Data frames
+ * reach the session through the registry's deliver hook and are queued on
+ * the connection by reference.
+ *
+ * A wslay event context holds two 4 KiB buffers, far more than an idle
+ * client should cost, so a session creates it when bytes arrive and frees it
+ * again once every byte it was given belongs to a complete frame and no
+ * fragmented message is open. An idle session is the struct below plus its
+ * connection. */
+#ifndef BROKER_SESSION_H
+#define BROKER_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conn.h"
+#include "frame.h"
+#include "registry.h"
+
+struct cfg;
+
+/* What every session of a worker shares; owned by the worker, which must
+ * keep it valid while sessions exist (cfg may be swapped on reload). */
+struct sess_env {
+    struct reg *reg;
+    struct frame_builder *fb;
+    const struct cfg *cfg;
+    struct frame *ping; /* one shared ping frame */
+};
+
+/* Sets the environment of every session; env is borrowed. */
+void sess_init(struct sess_env *env);
+
+/* The registry's deliver hook: queues f on cl's session. */
+void sess_deliver(void *arg, struct reg_client *cl, struct frame *f);
+
+/* Turns an upgraded connection into a session. channels (may be NULL) holds
+ * the already-validated names of ?channels=, as consecutive NUL-separated
+ * strings of total length channels_len; they are subscribed without acks.
+ * rest[0..rest_len) are bytes that followed the HTTP request head. Returns
+ * 0, or -1 on ENOMEM (the connection is then killed). */
+int sess_start(struct conn *c, const char *channels, size_t channels_len,
+               const char *rest, size_t rest_len);
+
+/* Sends close frame `code` with `reason` and closes gracefully, if c is an
+ * open session. */
+void sess_close(struct conn *c, uint16_t code, const char *reason);
+
+/* Frees the scratch buffers shared by sessions (at exit). */
+void sess_cleanup(void);
+
+/* 1 when c belongs to a session (it passed the handshake). */
+int sess_is_session(const struct conn *c);
+
+#endif

@@ -1,0 +1,20 @@
+/* stats.c: counter storage and label names (see stats.h). */
+#include "stats.h"
+
+static struct stats local_stats;
+struct stats *stats = &local_stats;
+
+const char *stats_drop_name(enum stats_drop d)
+{
+    static const char *const n[DROP_NREASONS] = {"oversize", "nomem", "slow_consumer"};
+    return n[d];
+}
+
+const char *stats_err_name(enum stats_err e)
+{
+    static const char *const n[ERR_NREASONS] = {
+        "http_400", "http_404", "http_405", "http_426", "http_431",
+        "handshake_timeout", "bad_request", "ws_1002", "ws_1003", "ws_1007",
+        "ws_1009", "pong_timeout"};
+    return n[e];
+}

@@ -1,0 +1,61 @@
+/* stats.h: the worker's counters, the source of /metrics and the stats log.
+ *
+ * Counters are plain integers bumped on the path that does the work (no
+ * atomics: one process writes its own struct). `stats` points at this
+ * process's struct; it is the one global of the data path, as Redis keeps
+ * server.stat_*. */
+#ifndef BROKER_STATS_H
+#define BROKER_STATS_H
+
+#include <stdint.h>
+
+/* Why a Redis payload or client request was refused or dropped. */
+enum stats_drop {
+    DROP_OVERSIZE = 0, /* Redis payload over max_message_bytes */
+    DROP_NOMEM,        /* allocation failed while batching */
+    DROP_SLOW_CONSUMER,/* bytes discarded when a slow consumer was closed */
+    DROP_NREASONS
+};
+
+/* Client-caused errors, by the answer they got. */
+enum stats_err {
+    ERR_HTTP_400 = 0,
+    ERR_HTTP_404,
+    ERR_HTTP_405,
+    ERR_HTTP_426,
+    ERR_HTTP_431,
+    ERR_HANDSHAKE_TIMEOUT,
+    ERR_BAD_REQUEST,      /* control message answered with bad_request */
+    ERR_WS_1002,          /* protocol error */
+    ERR_WS_1003,          /* binary frame */
+    ERR_WS_1007,          /* invalid UTF-8 */
+    ERR_WS_1009,          /* message too big */
+    ERR_PONG_TIMEOUT,
+    ERR_NREASONS
+};
+
+struct stats {
+    uint64_t connections;       /* gauge: open WebSocket sessions */
+    uint64_t connections_total; /* accepted TCP connections */
+    uint64_t sessions_total;    /* completed WebSocket upgrades */
+    uint64_t subscriptions;     /* gauge */
+    uint64_t channels;          /* gauge: channels subscribed in Redis */
+    uint64_t redis_up;          /* gauge: 1 while the link is ready */
+    uint64_t redis_reconnects_total;
+    uint64_t redis_messages_total;
+    uint64_t redis_bytes_total;
+    uint64_t frames_sent_total;        /* data frames queued to clients */
+    uint64_t messages_delivered_total; /* messages in those frames */
+    uint64_t bytes_sent_total;         /* bytes written to client sockets */
+    uint64_t slow_consumer_disconnects_total;
+    uint64_t accept_errors_total;      /* accept() failures (EMFILE, ...) */
+    uint64_t dropped_total[DROP_NREASONS];
+    uint64_t errors_total[ERR_NREASONS];
+};
+
+extern struct stats *stats;
+
+const char *stats_drop_name(enum stats_drop d);
+const char *stats_err_name(enum stats_err e);
+
+#endif

@@ -1,0 +1,381 @@
+/* worker.c: one event loop and the wiring of its modules (see worker.h). */
+#include "worker.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+
+#include "batch.h"
+#include "config.h"
+#include "conn.h"
+#include "frame.h"
+#include "http.h"
+#include "log.h"
+#include "protocol/json.h"
+#include "redislink.h"
+#include "registry.h"
+#include "session.h"
+#include "stats.h"
+
+#define ACCEPT_BACKOFF_MS 100
+#define DROP_LOG_INTERVAL_MS 10000
+#define STOP_POLL_MS 50
+
+struct worker {
+    struct event_base *base;
+    const struct cfg *cfg;
+    struct evconnlistener *lev;
+    struct event *accept_retry;
+    struct conn_set *conns;
+    struct frame_builder *fb;
+    struct reg *reg;
+    struct rlink *rl;
+    struct event *sig_term;
+    struct event *sig_int;
+    struct event *stop_timer;
+    uint64_t stop_deadline_ms;
+    int stopping;
+    struct proto_buf scratch; /* a non-JSON payload encoded as a string */
+    struct sess_env senv;
+    struct http_env henv;
+    uint64_t oversize_log_ms; /* last time an oversize drop was logged */
+    uint64_t oversize_quiet;  /* drops not logged since */
+};
+
+/* Data path: Redis -> registry. */
+
+static void note_oversize(struct worker *w, const char *ch, size_t clen, size_t n)
+{
+    uint64_t now = conn_now_ms();
+
+    stats->dropped_total[DROP_OVERSIZE]++;
+    /* One line per interval, however fast a publisher misbehaves. */
+    if (w->oversize_log_ms != 0 && now - w->oversize_log_ms < DROP_LOG_INTERVAL_MS) {
+        w->oversize_quiet++;
+        return;
+    }
+    log_warn("dropped a %zu-byte payload on channel '%.*s' (max_message_bytes %lld)%s", n,
+             (int)(clen > 64 ? 64 : clen), ch, w->cfg->max_message_bytes,
+             w->oversize_quiet ? " and earlier ones not logged" : "");
+    w->oversize_log_ms = now;
+    w->oversize_quiet = 0;
+}
+
+static void on_message(void *arg, const char *ch, size_t clen, const char *p, size_t n)
+{
+    struct worker *w = arg;
+
+    stats->redis_messages_total++;
+    stats->redis_bytes_total += n;
+    if (n > (size_t)w->cfg->max_message_bytes) {
+        note_oversize(w, ch, clen, n);
+        return;
+    }
+    /* Valid JSON goes out byte for byte; anything else as a JSON string. */
+    if (proto_json_validate(p, n)) {
+        reg_publish(w->reg, ch, clen, p, n);
+        return;
+    }
+    proto_buf_reset(&w->scratch);
+    if (proto_json_encode_string(&w->scratch, p, n) != 0) {
+        stats->dropped_total[DROP_NOMEM]++;
+        return;
+    }
+    reg_publish(w->reg, ch, clen, w->scratch.data, w->scratch.len);
+}
+
+/* Control path: registry -> Redis. */
+
+static void on_first(void *arg, const char *name, size_t len)
+{
+    struct worker *w = arg;
+
+    if (w->rl != NULL)
+        rlink_subscribe(w->rl, &name, &len, 1);
+}
+
+static void on_last(void *arg, const char *name, size_t len)
+{
+    struct worker *w = arg;
+
+    if (w->rl != NULL)
+        rlink_unsubscribe(w->rl, name, len);
+}
+
+struct name_list {
+    const char **names;
+    size_t *lens;
+    size_t n;
+};
+
+static void collect(void *arg, const char *name, size_t len)
+{
+    struct name_list *l = arg;
+
+    l->names[l->n] = name;
+    l->lens[l->n] = len;
+    l->n++;
+}
+
+static void on_redis_up(void *arg)
+{
+    struct worker *w = arg;
+    size_t n = reg_channel_count(w->reg);
+    struct name_list l = {0};
+
+    if (n == 0)
+        return;
+    l.names = malloc(n * sizeof(*l.names));
+    l.lens = malloc(n * sizeof(*l.lens));
+    if (l.names == NULL || l.lens == NULL) {
+        log_error("out of memory resubscribing %zu channels", n);
+    } else {
+        reg_foreach_channel(w->reg, collect, &l);
+        log_info("redis: subscribing %zu channels", l.n);
+        rlink_subscribe(w->rl, l.names, l.lens, l.n);
+    }
+    free(l.names);
+    free(l.lens);
+}
+
+static void on_redis_down(void *arg)
+{
+    (void)arg;
+    log_warn("redis: link down; clients stay connected, delivery resumes on reconnect");
+}
+
+static int healthy(void *arg)
+{
+    struct worker *w = arg;
+
+    return rlink_is_up(w->rl);
+}
+
+/* Accepting. */
+
+static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    struct worker *w = arg;
+    int one = 1;
+
+    (void)lev;
+    (void)sa;
+    (void)salen;
+    /* Frames leave whole, once per tick; Nagle would only delay them. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    http_accept(w->conns, fd);
+}
+
+static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    (void)fd;
+    (void)what;
+    if (w->lev != NULL)
+        evconnlistener_enable(w->lev);
+}
+
+/* Out of file descriptors, accept() fails at once for as long as the
+ * backlog holds connections: pause instead of spinning on it. */
+static void accept_error_cb(struct evconnlistener *lev, void *arg)
+{
+    struct worker *w = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    struct timeval tv = {0, ACCEPT_BACKOFF_MS * 1000};
+
+    stats->accept_errors_total++;
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        log_warn("accept: %s; pausing accepts for %d ms (%zu connections open)",
+                 strerror(err), ACCEPT_BACKOFF_MS, conn_set_count(w->conns));
+        evconnlistener_disable(lev);
+        evtimer_add(w->accept_retry, &tv);
+        return;
+    }
+    log_warn("accept: %s", strerror(err));
+}
+
+static int listen_start(struct worker *w)
+{
+    struct evutil_addrinfo hints, *ai = NULL;
+    char port[8];
+    int err;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_NUMERICSERV;
+    snprintf(port, sizeof(port), "%d", w->cfg->listen_port);
+    if ((err = evutil_getaddrinfo(w->cfg->listen_host, port, &hints, &ai)) != 0) {
+        log_error("listen %s:%d: %s", w->cfg->listen_host, w->cfg->listen_port,
+                  evutil_gai_strerror(err));
+        return -1;
+    }
+    w->lev = evconnlistener_new_bind(
+        w->base, accept_cb, w,
+        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT |
+            LEV_OPT_CLOSE_ON_EXEC,
+        4096, ai->ai_addr, (int)ai->ai_addrlen);
+    evutil_freeaddrinfo(ai);
+    if (w->lev == NULL) {
+        log_error("listen %s:%d: %s", w->cfg->listen_host, w->cfg->listen_port,
+                  strerror(errno));
+        return -1;
+    }
+    evconnlistener_set_error_cb(w->lev, accept_error_cb);
+    log_info("listening on %s:%d, WebSocket path %s", w->cfg->listen_host,
+             w->cfg->listen_port, w->cfg->ws_path);
+    return 0;
+}
+
+/* Stopping. */
+
+static void close_one(struct conn *c, void *arg)
+{
+    (void)arg;
+    if (sess_is_session(c))
+        sess_close(c, 1001, "server shutting down");
+    else
+        conn_kill(c);
+}
+
+static void stop_poll_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    (void)fd;
+    (void)what;
+    if (conn_set_count(w->conns) == 0 || conn_now_ms() >= w->stop_deadline_ms)
+        event_base_loopbreak(w->base);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct timeval tv = {0, STOP_POLL_MS * 1000};
+
+    (void)what;
+    if (w->stopping) {
+        log_warn("second signal %d: exiting now", (int)sig);
+        event_base_loopbreak(w->base);
+        return;
+    }
+    w->stopping = 1;
+    log_info("signal %d: shutting down (%zu connections, up to %lld s)", (int)sig,
+             conn_set_count(w->conns), w->cfg->shutdown_timeout_s);
+    if (w->lev != NULL) {
+        evconnlistener_free(w->lev);
+        w->lev = NULL;
+    }
+    batch_flush_all(reg_batcher(w->reg));
+    conn_set_foreach(w->conns, close_one, w);
+    w->stop_deadline_ms = conn_now_ms() + (uint64_t)w->cfg->shutdown_timeout_s * 1000;
+    w->stop_timer = event_new(w->base, -1, EV_PERSIST, stop_poll_cb, w);
+    if (w->stop_timer == NULL || event_add(w->stop_timer, &tv) != 0)
+        event_base_loopbreak(w->base);
+}
+
+/* Setup and teardown, in reverse order of each other. */
+
+static void worker_free(struct worker *w)
+{
+    if (w->stop_timer)
+        event_free(w->stop_timer);
+    if (w->sig_term)
+        event_free(w->sig_term);
+    if (w->sig_int)
+        event_free(w->sig_int);
+    if (w->lev)
+        evconnlistener_free(w->lev);
+    if (w->accept_retry)
+        event_free(w->accept_retry);
+    /* Sessions leave the registry as they are freed, and the registry tells
+     * the Redis link, so connections go first and the link after them. */
+    conn_set_free(w->conns);
+    rlink_free(w->rl);
+    reg_free(w->reg);
+    if (w->senv.ping)
+        frame_unref(w->senv.ping);
+    frame_builder_free(w->fb);
+    sess_cleanup();
+    proto_buf_free(&w->scratch);
+    if (w->base)
+        event_base_free(w->base);
+}
+
+static struct frame *build_ping(struct frame_builder *fb)
+{
+    struct proto_buf b = {0};
+    char room[FRAME_HEADROOM] = {0};
+
+    if (proto_buf_append(&b, room, sizeof(room)) != 0)
+        return NULL;
+    return frame_build(fb, WSLAY_PING, &b);
+}
+
+int worker_run(const struct cfg *cfg)
+{
+    struct worker w;
+    struct reg_hooks rh;
+    struct rlink_hooks lh;
+    int rc = 1;
+
+    memset(&w, 0, sizeof(w));
+    w.cfg = cfg;
+    signal(SIGPIPE, SIG_IGN);
+    /* Three priorities: everything runs at the default 1; the connections'
+     * deferred writes and frees run at 2, after the rest (conn.c). */
+    if ((w.base = event_base_new()) == NULL || event_base_priority_init(w.base, 3) != 0)
+        goto done;
+    if ((w.fb = frame_builder_new()) == NULL || (w.senv.ping = build_ping(w.fb)) == NULL)
+        goto done;
+    if ((w.conns = conn_set_new(w.base, (size_t)cfg->max_pending_bytes)) == NULL)
+        goto done;
+    rh.on_first = on_first;
+    rh.on_last = on_last;
+    rh.deliver = sess_deliver;
+    rh.arg = &w;
+    if ((w.reg = reg_new(w.base, w.fb, &rh)) == NULL)
+        goto done;
+    batcher_configure(reg_batcher(w.reg), cfg->batch_interval_ms, cfg->batch_max_bytes);
+    w.senv.reg = w.reg;
+    w.senv.fb = w.fb;
+    w.senv.cfg = cfg;
+    sess_init(&w.senv);
+    w.henv.cfg = cfg;
+    w.henv.healthy = healthy;
+    w.henv.arg = &w;
+    http_init(&w.henv);
+    w.accept_retry = evtimer_new(w.base, accept_retry_cb, &w);
+    w.sig_term = evsignal_new(w.base, SIGTERM, signal_cb, &w);
+    w.sig_int = evsignal_new(w.base, SIGINT, signal_cb, &w);
+    if (w.accept_retry == NULL || w.sig_term == NULL || w.sig_int == NULL ||
+        event_add(w.sig_term, NULL) != 0 || event_add(w.sig_int, NULL) != 0)
+        goto done;
+    if (listen_start(&w) != 0)
+        goto done;
+    lh.on_message = on_message;
+    lh.on_up = on_redis_up;
+    lh.on_down = on_redis_down;
+    lh.arg = &w;
+    if ((w.rl = rlink_new(w.base, cfg, &lh)) == NULL)
+        goto done;
+    event_base_dispatch(w.base);
+    log_info("stopped");
+    rc = 0;
+done:
+    if (rc != 0)
+        log_error("worker failed to start");
+    worker_free(&w);
+    return rc;
+}

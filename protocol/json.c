@@ -1,0 +1,461 @@
+/* json.c: JSON validation, string encoding and object iteration without a tree
+ * (see json.h). */
+#include "json.h"
+
+#include <string.h>
+
+typedef const unsigned char *cursor;
+
+/* Length of the valid UTF-8 sequence at p (1 to 4), or 0 when it is invalid;
+ * *sub then gets the length of the maximal subpart to replace (at least 1). */
+static size_t utf8_seq(cursor p, cursor end, size_t *sub)
+{
+    unsigned c = p[0];
+    size_t need, i;
+    unsigned lo = 0x80, hi = 0xBF;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        need = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        need = 2;
+        if (c == 0xE0)
+            lo = 0xA0;
+        else if (c == 0xED)
+            hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        need = 3;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F;
+    } else {
+        *sub = 1;
+        return 0;
+    }
+    for (i = 1; i <= need; i++) {
+        if (p + i >= end || p[i] < lo || p[i] > hi) {
+            *sub = i;
+            return 0;
+        }
+        lo = 0x80;
+        hi = 0xBF;
+    }
+    return need + 1;
+}
+
+int proto_utf8_valid(const char *s, size_t n)
+{
+    cursor p = (cursor)s, end = p + n;
+    size_t sub, k;
+
+    while (p < end) {
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+        k = utf8_seq(p, end, &sub);
+        if (k == 0)
+            return 0;
+        p += k;
+    }
+    return 1;
+}
+
+/* The validator: each function takes the cursor at the start of its element
+ * and returns the cursor just past it, or NULL when the text is invalid. */
+
+static cursor skip_ws(cursor p, cursor end)
+{
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    return p;
+}
+
+static int is_hex(unsigned c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
+}
+
+static cursor v_string(cursor p, cursor end)
+{
+    size_t sub, k;
+
+    p++; /* opening quote */
+    while (p < end) {
+        unsigned c = *p;
+        if (c == '"')
+            return p + 1;
+        if (c == '\\') {
+            if (p + 1 >= end)
+                return NULL;
+            c = p[1];
+            if (c == 'u') {
+                if (end - p < 6 || !is_hex(p[2]) || !is_hex(p[3]) ||
+                    !is_hex(p[4]) || !is_hex(p[5]))
+                    return NULL;
+                p += 6;
+            } else if (c == '"' || c == '\\' || c == '/' || c == 'b' ||
+                       c == 'f' || c == 'n' || c == 'r' || c == 't') {
+                p += 2;
+            } else {
+                return NULL;
+            }
+        } else if (c < 0x20) {
+            return NULL;
+        } else if (c < 0x80) {
+            p++;
+        } else {
+            k = utf8_seq(p, end, &sub);
+            if (k == 0)
+                return NULL;
+            p += k;
+        }
+    }
+    return NULL;
+}
+
+static cursor v_digits(cursor p, cursor end)
+{
+    cursor s = p;
+    while (p < end && *p >= '0' && *p <= '9')
+        p++;
+    return p == s ? NULL : p;
+}
+
+static cursor v_number(cursor p, cursor end)
+{
+    if (p < end && *p == '-')
+        p++;
+    if (p >= end)
+        return NULL;
+    if (*p == '0')
+        p++;
+    else if ((p = v_digits(p, end)) == NULL)
+        return NULL;
+    if (p < end && *p == '.' && (p = v_digits(p + 1, end)) == NULL)
+        return NULL;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if ((p = v_digits(p, end)) == NULL)
+            return NULL;
+    }
+    return p;
+}
+
+static cursor v_literal(cursor p, cursor end, const char *lit, size_t n)
+{
+    if ((size_t)(end - p) < n || memcmp(p, lit, n) != 0)
+        return NULL;
+    return p + n;
+}
+
+static cursor v_value(cursor p, cursor end, int depth);
+
+static cursor v_array(cursor p, cursor end, int depth)
+{
+    p = skip_ws(p + 1, end);
+    if (p < end && *p == ']')
+        return p + 1;
+    for (;;) {
+        if ((p = v_value(p, end, depth)) == NULL)
+            return NULL;
+        p = skip_ws(p, end);
+        if (p >= end)
+            return NULL;
+        if (*p == ']')
+            return p + 1;
+        if (*p != ',')
+            return NULL;
+        p = skip_ws(p + 1, end);
+    }
+}
+
+static cursor v_object(cursor p, cursor end, int depth)
+{
+    p = skip_ws(p + 1, end);
+    if (p < end && *p == '}')
+        return p + 1;
+    for (;;) {
+        if (p >= end || *p != '"' || (p = v_string(p, end)) == NULL)
+            return NULL;
+        p = skip_ws(p, end);
+        if (p >= end || *p != ':')
+            return NULL;
+        if ((p = v_value(skip_ws(p + 1, end), end, depth)) == NULL)
+            return NULL;
+        p = skip_ws(p, end);
+        if (p >= end)
+            return NULL;
+        if (*p == '}')
+            return p + 1;
+        if (*p != ',')
+            return NULL;
+        p = skip_ws(p + 1, end);
+    }
+}
+
+static cursor v_value(cursor p, cursor end, int depth)
+{
+    if (p >= end)
+        return NULL;
+    switch (*p) {
+    case '{':
+        return depth >= PROTO_JSON_MAX_DEPTH ? NULL : v_object(p, end, depth + 1);
+    case '[':
+        return depth >= PROTO_JSON_MAX_DEPTH ? NULL : v_array(p, end, depth + 1);
+    case '"':
+        return v_string(p, end);
+    case 't':
+        return v_literal(p, end, "true", 4);
+    case 'f':
+        return v_literal(p, end, "false", 5);
+    case 'n':
+        return v_literal(p, end, "null", 4);
+    default:
+        if (*p == '-' || (*p >= '0' && *p <= '9'))
+            return v_number(p, end);
+        return NULL;
+    }
+}
+
+int proto_json_validate(const char *s, size_t n)
+{
+    cursor p = (cursor)s, end = p + n;
+
+    p = v_value(skip_ws(p, end), end, 0);
+    return p != NULL && skip_ws(p, end) == end;
+}
+
+static const char hexdig[] = "0123456789abcdef";
+
+int proto_json_encode_string(struct proto_buf *out, const char *s, size_t n)
+{
+    cursor p = (cursor)s, end = p + n, run;
+    size_t sub, k;
+
+    /* Worst case is 6 output bytes per input byte (\u00XX); reserving it up
+     * front keeps the loop free of checks. */
+    if (n > ((size_t)-1 - 2) / 6 || proto_buf_reserve(out, n * 6 + 2) != 0)
+        return -1;
+    char *o = out->data + out->len;
+    *o++ = '"';
+    while (p < end) {
+        run = p;
+        while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
+            p++;
+        memcpy(o, run, (size_t)(p - run));
+        o += p - run;
+        if (p >= end)
+            break;
+        unsigned c = *p;
+        if (c >= 0x80) {
+            k = utf8_seq(p, end, &sub);
+            if (k > 0) {
+                memcpy(o, p, k);
+                o += k;
+                p += k;
+            } else {
+                memcpy(o, "\xEF\xBF\xBD", 3); /* U+FFFD */
+                o += 3;
+                p += sub;
+            }
+            continue;
+        }
+        *o++ = '\\';
+        switch (c) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\f': *o++ = 'f'; break;
+        default:
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = hexdig[c >> 4];
+            *o++ = hexdig[c & 15];
+        }
+        p++;
+    }
+    *o++ = '"';
+    out->len = (size_t)(o - out->data);
+    return 0;
+}
+
+enum proto_json_type proto_json_type_of(struct proto_json_span v)
+{
+    if (v.n == 0)
+        return PROTO_JSON_NONE;
+    switch (v.p[0]) {
+    case '{': return PROTO_JSON_OBJECT;
+    case '[': return PROTO_JSON_ARRAY;
+    case '"': return PROTO_JSON_STRING;
+    case 't': return PROTO_JSON_TRUE;
+    case 'f': return PROTO_JSON_FALSE;
+    case 'n': return PROTO_JSON_NULL;
+    default: return PROTO_JSON_NUMBER;
+    }
+}
+
+/* Iterator states. */
+enum { IT_FIRST, IT_NEXT, IT_DONE };
+
+int proto_json_obj_begin(struct proto_json_obj_iter *it, const char *s, size_t n)
+{
+    cursor p = (cursor)s, end = p + n;
+
+    p = skip_ws(p, end);
+    if (p >= end || *p != '{')
+        return -1;
+    it->p = (const char *)(p + 1);
+    it->end = (const char *)end;
+    it->state = IT_FIRST;
+    return 0;
+}
+
+int proto_json_obj_next(struct proto_json_obj_iter *it,
+                        struct proto_json_span *key, struct proto_json_span *val)
+{
+    cursor p = (cursor)it->p, end = (cursor)it->end, k;
+
+    if (it->state == IT_DONE)
+        return 0;
+    p = skip_ws(p, end);
+    if (p >= end)
+        return -1;
+    if (*p == '}') {
+        if (skip_ws(p + 1, end) != end)
+            return -1;
+        it->state = IT_DONE;
+        return 0;
+    }
+    if (it->state == IT_NEXT) {
+        if (*p != ',')
+            return -1;
+        p = skip_ws(p + 1, end);
+    }
+    if (p >= end || *p != '"' || (k = v_string(p, end)) == NULL)
+        return -1;
+    key->p = (const char *)p;
+    key->n = (size_t)(k - p);
+    p = skip_ws(k, end);
+    if (p >= end || *p != ':')
+        return -1;
+    p = skip_ws(p + 1, end);
+    if ((k = v_value(p, end, 1)) == NULL)
+        return -1;
+    val->p = (const char *)p;
+    val->n = (size_t)(k - p);
+    it->p = (const char *)k;
+    it->state = IT_NEXT;
+    return 1;
+}
+
+static unsigned hexval(unsigned c)
+{
+    return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+}
+
+static unsigned hex4(cursor p)
+{
+    return hexval(p[0]) << 12 | hexval(p[1]) << 8 | hexval(p[2]) << 4 | hexval(p[3]);
+}
+
+static char *put_utf8(char *o, unsigned cp)
+{
+    if (cp < 0x80) {
+        *o++ = (char)cp;
+    } else if (cp < 0x800) {
+        *o++ = (char)(0xC0 | cp >> 6);
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        *o++ = (char)(0xE0 | cp >> 12);
+        *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    } else {
+        *o++ = (char)(0xF0 | cp >> 18);
+        *o++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+        *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    }
+    return o;
+}
+
+int proto_json_string_decode(struct proto_buf *out, struct proto_json_span s)
+{
+    cursor p = (cursor)s.p, end = p + s.n;
+
+    if (s.n < 2 || *p != '"' || v_string(p, end) != end)
+        return -1;
+    /* Decoding never grows the text. */
+    if (proto_buf_reserve(out, s.n) != 0)
+        return -1;
+    char *o = out->data + out->len;
+    p++;
+    end--;
+    while (p < end) {
+        if (*p != '\\') {
+            *o++ = (char)*p++;
+            continue;
+        }
+        unsigned c = p[1];
+        p += 2;
+        switch (c) {
+        case 'b': *o++ = '\b'; break;
+        case 'f': *o++ = '\f'; break;
+        case 'n': *o++ = '\n'; break;
+        case 'r': *o++ = '\r'; break;
+        case 't': *o++ = '\t'; break;
+        case 'u': {
+            unsigned cp = hex4(p);
+            p += 4;
+            if (cp >= 0xD800 && cp <= 0xDBFF && end - p >= 6 && p[0] == '\\' &&
+                p[1] == 'u') {
+                unsigned lo = hex4(p + 2);
+                if (lo >= 0xDC00 && lo <= 0xDFFF) {
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                    p += 6;
+                }
+            }
+            if (cp >= 0xD800 && cp <= 0xDFFF)
+                cp = 0xFFFD;
+            o = put_utf8(o, cp);
+            break;
+        }
+        default: *o++ = (char)c; break; /* " \ / */
+        }
+    }
+    out->len = (size_t)(o - out->data);
+    return 0;
+}
+
+int proto_json_string_eq(struct proto_json_span s, const char *lit)
+{
+    size_t n = strlen(lit);
+
+    /* Fast path: no escapes, compare the raw bytes between the quotes. */
+    if (s.n == n + 2 && memcmp(s.p + 1, lit, n) == 0)
+        return 1;
+    if (memchr(s.p, '\\', s.n) == NULL)
+        return 0;
+    /* A decoded byte takes at most 6 bytes of escape, so a longer span cannot
+     * match; the literals compared here are short, so tmp always suffices and
+     * the decode below never has to grow the borrowed stack buffer. */
+    char tmp[128];
+    struct proto_buf b = {0};
+    int eq;
+    if (s.n > 6 * n + 2 || s.n > sizeof(tmp))
+        return 0;
+    b.data = tmp;
+    b.cap = sizeof(tmp);
+    if (proto_json_string_decode(&b, s) != 0)
+        return 0;
+    eq = b.len == n && memcmp(b.data, lit, n) == 0;
+    return eq;
+}

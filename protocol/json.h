@@ -1,0 +1,83 @@
+/* json.h: the JSON the broker needs without building a tree.
+ *
+ * Payloads from Redis are checked once with proto_json_validate() and, when
+ * they are JSON, spliced into batches byte for byte; when they are not, they
+ * are sent as a JSON string built by proto_json_encode_string(), with invalid
+ * UTF-8 replaced by U+FFFD. Control messages from clients are small objects
+ * read member by member with proto_json_obj_next().
+ *
+ * Nothing here allocates except through a proto_buf the caller owns, and
+ * nothing recurses deeper than PROTO_JSON_MAX_DEPTH, so hostile input costs
+ * time linear in its length and bounded stack. */
+#ifndef PROTO_JSON_H
+#define PROTO_JSON_H
+
+#include <stddef.h>
+
+#include "buf.h"
+
+/* Deeper nesting is treated as "not JSON" (the payload is then sent as a
+ * string): it bounds the validator's stack, and browsers' JSON.parse would
+ * struggle with such input anyway. */
+#define PROTO_JSON_MAX_DEPTH 256
+
+/* 1 when p[0..n) is valid UTF-8 (RFC 3629: no overlongs, no surrogates,
+ * nothing above U+10FFFF), else 0. */
+int proto_utf8_valid(const char *p, size_t n);
+
+/* 1 when p[0..n) is exactly one JSON text (RFC 8259: any value, optional
+ * surrounding whitespace, strings in valid UTF-8), else 0. */
+int proto_json_validate(const char *p, size_t n);
+
+/* Appends p[0..n) to out as a JSON string literal, quotes included. Bytes
+ * that are not valid UTF-8 become U+FFFD, one per maximal invalid subpart
+ * (the rule browsers' TextDecoder follows). Returns 0, or -1 on ENOMEM. */
+int proto_json_encode_string(struct proto_buf *out, const char *p, size_t n);
+
+/* A borrowed slice of the caller's text. */
+struct proto_json_span {
+    const char *p;
+    size_t n;
+};
+
+enum proto_json_type {
+    PROTO_JSON_NONE = 0,
+    PROTO_JSON_OBJECT,
+    PROTO_JSON_ARRAY,
+    PROTO_JSON_STRING,
+    PROTO_JSON_NUMBER,
+    PROTO_JSON_TRUE,
+    PROTO_JSON_FALSE,
+    PROTO_JSON_NULL
+};
+
+/* Type of the JSON value that starts at span.p (span from the iterator). */
+enum proto_json_type proto_json_type_of(struct proto_json_span v);
+
+/* Iterates the members of a top-level JSON object, validating as it goes.
+ * The iterator borrows the text; spans point into it. */
+struct proto_json_obj_iter {
+    const char *p;
+    const char *end;
+    int state;
+};
+
+/* Starts on text p[0..n). Returns 0 when the text (after whitespace) opens an
+ * object, -1 otherwise. */
+int proto_json_obj_begin(struct proto_json_obj_iter *it, const char *p, size_t n);
+
+/* Returns 1 with the next member's key (the string literal, quotes included)
+ * and value (the whole value's text); 0 after the last member when the object
+ * and the text end cleanly; -1 when the text is not valid JSON. */
+int proto_json_obj_next(struct proto_json_obj_iter *it,
+                        struct proto_json_span *key, struct proto_json_span *val);
+
+/* Decodes a JSON string literal (quotes included, as given by the iterator)
+ * into out, replacing lone surrogate escapes by U+FFFD. Returns 0, or -1 when
+ * the span is not a valid string literal or memory runs out. */
+int proto_json_string_decode(struct proto_buf *out, struct proto_json_span s);
+
+/* 1 when the string literal s decodes to exactly the NUL-free C string lit. */
+int proto_json_string_eq(struct proto_json_span s, const char *lit);
+
+#endif
