@@ -28,8 +28,10 @@ UNIT_BIN   := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
 
 PYTEST := /usr/bin/python3 -m pytest -q -p no:cacheprovider
 
+TOOLS := $(patsubst scripts/%.c,$(BUILD)/%,$(wildcard scripts/loadgen.c scripts/publish.c))
+
 .PHONY: all deps test unit integration asan test-asan run clean
-all: $(BUILD)/broker
+all: $(BUILD)/broker $(TOOLS)
 
 deps:
 	@scripts/deps.sh
@@ -46,6 +48,10 @@ $(BUILD)/libbroker.a: $(BROKER_OBJ)
 
 $(BUILD)/broker: $(BUILD)/obj/broker/main.o $(BUILD)/libbroker.a $(BUILD)/libproto.a
 	$(CC) $(LDFLAGS) $^ $(LIBS) -o $@
+
+# Tools in scripts/ use protocol/, never broker/ internals.
+$(BUILD)/%: $(BUILD)/obj/scripts/%.o $(BUILD)/libproto.a
+	$(CC) $(LDFLAGS) $^ $(LIBS) -lm -o $@
 
 $(BUILD)/test/%: $(BUILD)/obj/test/unit/%.o $(BUILD)/libbroker.a $(BUILD)/libproto.a
 	@mkdir -p $(dir $@)
