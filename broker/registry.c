@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "filter.h"
 #include "siphash.h"
 #include "stats.h"
 #include "util.h"
@@ -13,7 +14,8 @@ struct reg_channel;
 
 struct reg_group {
     struct reg_channel *ch;
-    struct reg_group *next;   /* the channel's groups */
+    struct reg_group *next;   /* the channel's groups, the unfiltered one first */
+    struct filter *filter;    /* owned; NULL: every payload */
     struct reg_sub *subs;     /* doubly linked through gprev/gnext */
     uint32_t nsubs;
     struct batch batch;
@@ -133,17 +135,42 @@ static void channel_free(struct reg *r, struct reg_channel *ch)
     free(ch);
 }
 
-static struct reg_group *group_get(struct reg_channel *ch)
+static int same_filter(const struct filter *a, const struct filter *b)
 {
-    struct reg_group *g = ch->groups;
+    const char *ka, *kb;
+    size_t la, lb;
 
-    if (g != NULL)
-        return g;
-    if ((g = calloc(1, sizeof(*g))) == NULL)
+    if (a == NULL || b == NULL)
+        return a == b;
+    ka = filter_key(a, &la);
+    kb = filter_key(b, &lb);
+    return la == lb && memcmp(ka, kb, la) == 0;
+}
+
+/* The channel's group for filter f, created when needed. Takes ownership of
+ * f in every case (it is freed when an equal group exists, or on ENOMEM). */
+static struct reg_group *group_get(struct reg_channel *ch, struct filter *f)
+{
+    struct reg_group *g, **tail;
+
+    for (tail = &ch->groups; (g = *tail) != NULL; tail = &g->next) {
+        if (same_filter(g->filter, f)) {
+            filter_free(f);
+            return g;
+        }
+    }
+    if ((g = calloc(1, sizeof(*g))) == NULL) {
+        filter_free(f);
         return NULL;
+    }
     g->ch = ch;
-    g->next = ch->groups;
-    ch->groups = g;
+    g->filter = f;
+    if (f == NULL) { /* unfiltered first: it needs no parse */
+        g->next = ch->groups;
+        ch->groups = g;
+    } else {
+        *tail = g;
+    }
     return g;
 }
 
@@ -155,10 +182,54 @@ static void group_free(struct reg *r, struct reg_group *g)
         pp = &(*pp)->next;
     *pp = g->next;
     batch_discard(r->batcher, &g->batch);
+    filter_free(g->filter);
     free(g);
 }
 
-int reg_subscribe(struct reg *r, struct reg_client *cl, const char *name, size_t len)
+static void group_link(struct reg_group *g, struct reg_sub *s)
+{
+    s->group = g;
+    s->gprev = NULL;
+    s->gnext = g->subs;
+    if (g->subs)
+        g->subs->gprev = s;
+    g->subs = s;
+    g->nsubs++;
+}
+
+static void group_unlink(struct reg_sub *s)
+{
+    struct reg_group *g = s->group;
+
+    if (s->gprev)
+        s->gprev->gnext = s->gnext;
+    else
+        g->subs = s->gnext;
+    if (s->gnext)
+        s->gnext->gprev = s->gprev;
+    g->nsubs--;
+}
+
+/* Moves an existing subscription to the group of filter f. */
+static int sub_refilter(struct reg *r, struct reg_sub *s, struct filter *f)
+{
+    struct reg_group *old = s->group, *g;
+
+    if (same_filter(old->filter, f)) {
+        filter_free(f);
+        return REG_SAME;
+    }
+    if ((g = group_get(old->ch, f)) == NULL)
+        return -1;
+    group_unlink(s);
+    group_link(g, s);
+    if (old->nsubs == 0)
+        group_free(r, old);
+    return REG_REPLACED;
+}
+
+int reg_subscribe(struct reg *r, struct reg_client *cl, const char *name, size_t len,
+                  struct filter *f)
 {
     uint64_t h = siphash24(name, len, r->key);
     struct reg_channel *ch = lookup(r, name, len, h);
@@ -169,26 +240,28 @@ int reg_subscribe(struct reg *r, struct reg_client *cl, const char *name, size_t
     if (ch != NULL) {
         for (s = cl->subs; s != NULL; s = s->cnext)
             if (s->group->ch == ch)
-                return 1;
+                return sub_refilter(r, s, f);
     } else {
-        if ((ch = channel_new(r, name, len, h)) == NULL)
+        if ((ch = channel_new(r, name, len, h)) == NULL) {
+            filter_free(f);
             return -1;
+        }
         created = 1;
     }
-    if ((g = group_get(ch)) == NULL || (s = calloc(1, sizeof(*s))) == NULL) {
-        if (g != NULL && g->nsubs == 0)
-            group_free(r, g);
+    if ((s = calloc(1, sizeof(*s))) == NULL) {
+        filter_free(f);
+        g = NULL;
+    } else {
+        g = group_get(ch, f);
+    }
+    if (g == NULL) {
+        free(s);
         if (created)
             channel_free(r, ch);
         return -1;
     }
-    s->group = g;
+    group_link(g, s);
     s->client = cl;
-    s->gnext = g->subs;
-    if (g->subs)
-        g->subs->gprev = s;
-    g->subs = s;
-    g->nsubs++;
     s->cnext = cl->subs;
     cl->subs = s;
     cl->nsubs++;
@@ -197,7 +270,7 @@ int reg_subscribe(struct reg *r, struct reg_client *cl, const char *name, size_t
     stats->subscriptions = r->nsubs;
     if (created && r->hooks.on_first)
         r->hooks.on_first(r->hooks.arg, ch->name, ch->len);
-    return 0;
+    return REG_ADDED;
 }
 
 /* Unlinks s from its group (and frees what empties); s itself is freed. */
@@ -206,13 +279,7 @@ static void sub_remove(struct reg *r, struct reg_sub *s)
     struct reg_group *g = s->group;
     struct reg_channel *ch = g->ch;
 
-    if (s->gprev)
-        s->gprev->gnext = s->gnext;
-    else
-        g->subs = s->gnext;
-    if (s->gnext)
-        s->gnext->gprev = s->gprev;
-    g->nsubs--;
+    group_unlink(s);
     ch->nsubs--;
     r->nsubs--;
     stats->subscriptions = r->nsubs;
@@ -254,17 +321,24 @@ void reg_unsubscribe_all(struct reg *r, struct reg_client *cl)
 }
 
 size_t reg_publish(struct reg *r, const char *name, size_t len, const char *json,
-                   size_t jlen)
+                   size_t jlen, int is_json)
 {
     struct reg_channel *ch = lookup(r, name, len, siphash24(name, len, r->key));
     struct reg_group *g;
+    struct filter_msg m;
     size_t n = 0;
 
     if (ch == NULL)
         return 0;
-    for (g = ch->groups; g != NULL; g = g->next)
+    /* The payload is parsed by the first filter that asks, and only then. */
+    filter_msg_init(&m, json, jlen, is_json);
+    for (g = ch->groups; g != NULL; g = g->next) {
+        if (g->filter != NULL && !filter_match(g->filter, &m))
+            continue;
         if (batch_append(r->batcher, &g->batch, ch->name, ch->len, json, jlen) == 0)
             n++;
+    }
+    filter_msg_release(&m);
     return n;
 }
 
@@ -326,6 +400,7 @@ void reg_free(struct reg *r)
                     free(s);
                 }
                 proto_buf_free(&g->batch.buf);
+                filter_free(g->filter);
                 free(g);
             }
             free(ch);

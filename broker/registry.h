@@ -21,6 +21,7 @@
 #include "frame.h"
 
 struct reg_sub;
+struct filter;
 
 /* Embedded in each session; zero-initialised means "no subscriptions". */
 struct reg_client {
@@ -50,20 +51,32 @@ void reg_free(struct reg *r);
 
 struct batcher *reg_batcher(struct reg *r);
 
-/* Subscribes cl to channel name[0..len). Returns 0 when added, 1 when cl
- * was already subscribed (nothing changes), -1 on ENOMEM. */
-int reg_subscribe(struct reg *r, struct reg_client *cl, const char *name, size_t len);
+enum reg_result {
+    REG_ADDED = 0,    /* a new subscription */
+    REG_SAME = 1,     /* already subscribed with an equal filter: no change */
+    REG_REPLACED = 2  /* already subscribed: the filter was replaced */
+};
+
+/* Subscribes cl to channel name[0..len) with filter f (NULL: every
+ * payload), taking ownership of f whatever happens. One subscription per
+ * channel per client: subscribing again replaces the filter. Subscribers
+ * with equal filters share a group (one evaluation and one frame per
+ * flush). Returns an enum reg_result, or -1 on ENOMEM (nothing changed). */
+int reg_subscribe(struct reg *r, struct reg_client *cl, const char *name, size_t len,
+                  struct filter *f);
 /* Returns 0 when removed, 1 when cl was not subscribed. */
 int reg_unsubscribe(struct reg *r, struct reg_client *cl, const char *name, size_t len);
 /* Drops every subscription of cl (the client is going away). */
 void reg_unsubscribe_all(struct reg *r, struct reg_client *cl);
 
-/* Adds one message (its JSON text, copied into each group's batch) to
- * channel name[0..len). Unknown channels are ignored: a message can still
- * arrive after the last subscriber left. Returns the number of groups that
- * took it. */
+/* Adds one message (its JSON text, copied into the batch of each group
+ * whose filter it passes) to channel name[0..len). is_json tells whether
+ * the text is the payload itself (1) or the payload encoded as a JSON string
+ * because it was not JSON (0: it matches unfiltered groups only). Unknown
+ * channels are ignored: a message can still arrive after the last
+ * subscriber left. Returns the number of groups that took it. */
 size_t reg_publish(struct reg *r, const char *name, size_t len, const char *json,
-                   size_t jlen);
+                   size_t jlen, int is_json);
 
 /* Calls fn for every channel with at least one subscriber. */
 void reg_foreach_channel(struct reg *r, void (*fn)(void *arg, const char *name, size_t len),

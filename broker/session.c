@@ -8,6 +8,7 @@
 #include <wslay/wslay.h>
 
 #include "config.h"
+#include "filter.h"
 #include "log.h"
 #include "protocol/codec.h"
 #include "stats.h"
@@ -150,9 +151,19 @@ static void handle_control(struct sess *s, const char *msg, size_t n)
         reply_error(s, e, why, req.rid);
         return;
     }
-    if (req.action == PROTO_ACTION_SUBSCRIBE)
-        r = reg_subscribe(env->reg, &s->client, channel_buf.data, channel_buf.len);
-    else
+    if (req.action == PROTO_ACTION_SUBSCRIBE) {
+        struct filter *f = NULL;
+        if (req.filter.n > 0) {
+            int empty;
+            f = filter_compile(req.filter.p, req.filter.n, &empty, &why);
+            if (f == NULL && !empty) {
+                stats->errors_total[ERR_BAD_FILTER]++;
+                reply_error(s, PROTO_ERR_BAD_FILTER, why, req.rid);
+                return;
+            }
+        }
+        r = reg_subscribe(env->reg, &s->client, channel_buf.data, channel_buf.len, f);
+    } else
         r = reg_unsubscribe(env->reg, &s->client, channel_buf.data, channel_buf.len);
     if (r < 0) {
         reply_error(s, PROTO_ERR_LIMIT, "out of memory", req.rid);
@@ -356,7 +367,7 @@ int sess_start(struct conn *c, const char *channels, size_t channels_len,
     stats->sessions_total++;
     while (channels != NULL && p < end) {
         size_t n = strlen(p);
-        if (reg_subscribe(env->reg, &s->client, p, n) < 0) {
+        if (reg_subscribe(env->reg, &s->client, p, n, NULL) < 0) {
             conn_kill(c);
             return -1;
         }

@@ -14,7 +14,7 @@ const char *stats_err_name(enum stats_err e)
 {
     static const char *const n[ERR_NREASONS] = {
         "http_400", "http_404", "http_405", "http_426", "http_431",
-        "handshake_timeout", "bad_request", "ws_1002", "ws_1003", "ws_1007",
+        "handshake_timeout", "bad_request", "bad_filter", "ws_1002", "ws_1003", "ws_1007",
         "ws_1009", "pong_timeout"};
     return n[e];
 }

@@ -26,6 +26,7 @@ enum stats_err {
     ERR_HTTP_431,
     ERR_HANDSHAKE_TIMEOUT,
     ERR_BAD_REQUEST,      /* control message answered with bad_request */
+    ERR_BAD_FILTER,       /* subscribe answered with bad_filter */
     ERR_WS_1002,          /* protocol error */
     ERR_WS_1003,          /* binary frame */
     ERR_WS_1007,          /* invalid UTF-8 */

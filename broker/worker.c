@@ -82,7 +82,7 @@ static void on_message(void *arg, const char *ch, size_t clen, const char *p, si
     }
     /* Valid JSON goes out byte for byte; anything else as a JSON string. */
     if (proto_json_validate(p, n)) {
-        reg_publish(w->reg, ch, clen, p, n);
+        reg_publish(w->reg, ch, clen, p, n, 1);
         return;
     }
     proto_buf_reset(&w->scratch);
@@ -90,7 +90,7 @@ static void on_message(void *arg, const char *ch, size_t clen, const char *p, si
         stats->dropped_total[DROP_NOMEM]++;
         return;
     }
-    reg_publish(w->reg, ch, clen, w->scratch.data, w->scratch.len);
+    reg_publish(w->reg, ch, clen, w->scratch.data, w->scratch.len, 0);
 }
 
 /* Control path: registry -> Redis. */

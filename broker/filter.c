@@ -1,0 +1,539 @@
+/* filter.c: filter compiler and evaluator on jansson (see filter.h). */
+#include "filter.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "protocol/buf.h"
+
+enum fop { OP_EQ, OP_NE, OP_IN, OP_NIN, OP_GT, OP_GTE, OP_LT, OP_LTE, OP_EXISTS };
+
+static const char *const op_names[] = {"$eq", "$ne", "$in", "$nin", "$gt",
+                                       "$gte", "$lt", "$lte", "$exists"};
+#define NOPS (sizeof(op_names) / sizeof(op_names[0]))
+
+struct fseg {
+    const char *name; /* points into fcond.path_buf */
+    long index;       /* >= 0 when the segment is all digits (array index) */
+};
+
+struct fcond {
+    char *path;           /* the dotted path as written */
+    char *path_buf;       /* path with '.' replaced by NUL */
+    struct fseg segs[FILTER_MAX_PATH_DEPTH];
+    size_t nsegs;
+    enum fop op;
+    json_t *operand;      /* owned; $in/$nin: sorted, deduplicated array */
+    char *dump;           /* operand's canonical text */
+};
+
+struct filter {
+    struct fcond *conds;
+    size_t n;
+    char *key;
+    size_t keylen;
+};
+
+static void cond_clear(struct fcond *c)
+{
+    free(c->path);
+    free(c->path_buf);
+    json_decref(c->operand);
+    free(c->dump);
+}
+
+void filter_free(struct filter *f)
+{
+    size_t i;
+
+    if (f == NULL)
+        return;
+    for (i = 0; i < f->n; i++)
+        cond_clear(&f->conds[i]);
+    free(f->conds);
+    free(f->key);
+    free(f);
+}
+
+const char *filter_key(const struct filter *f, size_t *len)
+{
+    *len = f->keylen;
+    return f->key;
+}
+
+static int is_scalar(const json_t *v)
+{
+    return json_is_string(v) || json_is_number(v) || json_is_boolean(v) || json_is_null(v);
+}
+
+/* An integral real within 2^53 means the same as the integer: store it as
+ * one, so that {"a":1} and {"a":1.0} share a group. */
+static json_t *normalize(json_t *v)
+{
+    if (json_is_real(v)) {
+        double d = json_real_value(v);
+        if (d >= -9007199254740992.0 && d <= 9007199254740992.0 && d == (double)(long long)d)
+            return json_integer((json_int_t)d);
+    }
+    return json_incref(v);
+}
+
+static char *dump(const json_t *v)
+{
+    return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS);
+}
+
+static int cmp_dump(const void *a, const void *b)
+{
+    const char *const *x = a, *const *y = b;
+    return strcmp(*x, *y);
+}
+
+/* A set operand ($in/$nin) in canonical order without duplicates. */
+static json_t *normalize_set(json_t *arr, const char **why)
+{
+    size_t n = json_array_size(arr), i;
+    char **texts = NULL;
+    json_t *out = NULL;
+
+    if (n > FILTER_MAX_IN_ITEMS) {
+        *why = "$in/$nin lists are limited to 256 items";
+        return NULL;
+    }
+    if ((texts = calloc(n + 1, sizeof(*texts))) == NULL)
+        goto nomem;
+    for (i = 0; i < n; i++) {
+        json_t *e = json_array_get(arr, i), *ne;
+        if (!is_scalar(e)) {
+            *why = "$in/$nin lists may hold strings, numbers, booleans and null only";
+            goto fail;
+        }
+        if (json_is_string(e) && json_string_length(e) > FILTER_MAX_STRING_BYTES) {
+            *why = "filter strings are limited to 1024 bytes";
+            goto fail;
+        }
+        ne = normalize(e);
+        texts[i] = ne ? dump(ne) : NULL;
+        json_decref(ne);
+        if (texts[i] == NULL)
+            goto nomem;
+    }
+    qsort(texts, n, sizeof(*texts), cmp_dump);
+    if ((out = json_array()) == NULL)
+        goto nomem;
+    for (i = 0; i < n; i++) {
+        json_t *e;
+        if (i > 0 && strcmp(texts[i], texts[i - 1]) == 0)
+            continue;
+        e = json_loads(texts[i], JSON_DECODE_ANY, NULL);
+        if (e == NULL || json_array_append_new(out, e) != 0)
+            goto nomem;
+    }
+    for (i = 0; i < n; i++)
+        free(texts[i]);
+    free(texts);
+    return out;
+nomem:
+    *why = "out of memory";
+fail:
+    if (texts != NULL)
+        for (i = 0; i < n; i++)
+            free(texts[i]);
+    free(texts);
+    json_decref(out);
+    return NULL;
+}
+
+static int parse_path(struct fcond *c, const char *key, size_t keylen, const char **why)
+{
+    char *p;
+    size_t i;
+
+    if (keylen == 0 || keylen > FILTER_MAX_PATH_BYTES || strlen(key) != keylen) {
+        *why = "filter paths are 1 to 256 bytes without NUL";
+        return -1;
+    }
+    if ((c->path = strdup(key)) == NULL || (c->path_buf = strdup(key)) == NULL) {
+        *why = "out of memory";
+        return -1;
+    }
+    p = c->path_buf;
+    c->nsegs = 0;
+    for (;;) {
+        char *dot = strchr(p, '.');
+        struct fseg *s;
+        if (dot)
+            *dot = '\0';
+        if (*p == '\0') {
+            *why = "filter paths may not have empty segments";
+            return -1;
+        }
+        if (c->nsegs == FILTER_MAX_PATH_DEPTH) {
+            *why = "filter paths are limited to 16 segments";
+            return -1;
+        }
+        s = &c->segs[c->nsegs++];
+        s->name = p;
+        s->index = -1;
+        if (strlen(p) <= 9) {
+            long v = 0;
+            for (i = 0; p[i] >= '0' && p[i] <= '9'; i++)
+                v = v * 10 + (p[i] - '0');
+            if (p[i] == '\0')
+                s->index = v;
+        }
+        if (dot == NULL)
+            return 0;
+        p = dot + 1;
+    }
+}
+
+static int find_op(const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < NOPS; i++)
+        if (strcmp(name, op_names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Checks operand v for operator op and stores its canonical form in c. */
+static int set_operand(struct fcond *c, enum fop op, json_t *v, const char **why)
+{
+    c->op = op;
+    switch (op) {
+    case OP_EQ:
+    case OP_NE:
+        if (!is_scalar(v)) {
+            *why = "equality takes a string, number, boolean or null";
+            return -1;
+        }
+        c->operand = normalize(v);
+        break;
+    case OP_IN:
+    case OP_NIN:
+        if (!json_is_array(v)) {
+            *why = "$in and $nin take an array";
+            return -1;
+        }
+        if ((c->operand = normalize_set(v, why)) == NULL)
+            return -1;
+        break;
+    case OP_GT:
+    case OP_GTE:
+    case OP_LT:
+    case OP_LTE:
+        if (!json_is_number(v) && !json_is_string(v)) {
+            *why = "$gt, $gte, $lt and $lte take a number or a string";
+            return -1;
+        }
+        c->operand = normalize(v);
+        break;
+    case OP_EXISTS:
+        if (!json_is_boolean(v)) {
+            *why = "$exists takes true or false";
+            return -1;
+        }
+        c->operand = json_incref(v);
+        break;
+    }
+    if (json_is_string(c->operand) && json_string_length(c->operand) > FILTER_MAX_STRING_BYTES) {
+        *why = "filter strings are limited to 1024 bytes";
+        return -1;
+    }
+    if (c->operand == NULL || (c->dump = dump(c->operand)) == NULL) {
+        *why = "out of memory";
+        return -1;
+    }
+    return 0;
+}
+
+static struct fcond *new_cond(struct filter *f, size_t *cap, const char **why)
+{
+    if (f->n == FILTER_MAX_CONDITIONS) {
+        *why = "filters are limited to 32 conditions";
+        return NULL;
+    }
+    if (f->n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 4;
+        struct fcond *nc = realloc(f->conds, ncap * sizeof(*nc));
+        if (nc == NULL) {
+            *why = "out of memory";
+            return NULL;
+        }
+        f->conds = nc;
+        *cap = ncap;
+    }
+    memset(&f->conds[f->n], 0, sizeof(f->conds[0]));
+    return &f->conds[f->n++];
+}
+
+/* Compiles one "path": value member into one or more conditions. */
+static int compile_member(struct filter *f, size_t *cap, const char *key, size_t keylen,
+                          json_t *value, const char **why)
+{
+    struct fcond *c;
+
+    if (json_is_object(value)) {
+        const char *opname;
+        json_t *operand;
+
+        if (json_object_size(value) == 0) {
+            *why = "empty operator object";
+            return -1;
+        }
+        json_object_foreach(value, opname, operand) {
+            int op = opname[0] == '$' ? find_op(opname) : -1;
+            if (opname[0] != '$') {
+                *why = "an operator object may hold operators ($eq, $in, ...) only";
+                return -1;
+            }
+            if (op < 0) {
+                *why = "unknown operator (use $eq $ne $in $nin $gt $gte $lt $lte $exists)";
+                return -1;
+            }
+            if ((c = new_cond(f, cap, why)) == NULL || parse_path(c, key, keylen, why) != 0 ||
+                set_operand(c, (enum fop)op, operand, why) != 0)
+                return -1;
+        }
+        return 0;
+    }
+    if (json_is_array(value)) {
+        *why = "arrays are allowed only as $in/$nin operands";
+        return -1;
+    }
+    if ((c = new_cond(f, cap, why)) == NULL || parse_path(c, key, keylen, why) != 0)
+        return -1;
+    return set_operand(c, OP_EQ, value, why);
+}
+
+static int cmp_cond(const void *a, const void *b)
+{
+    const struct fcond *x = a, *y = b;
+    int r = strcmp(x->path, y->path);
+
+    if (r == 0)
+        r = (int)x->op - (int)y->op;
+    if (r == 0)
+        r = strcmp(x->dump, y->dump);
+    return r;
+}
+
+static int build_key(struct filter *f)
+{
+    struct proto_buf b = {0};
+    size_t i;
+
+    qsort(f->conds, f->n, sizeof(*f->conds), cmp_cond);
+    for (i = 0; i < f->n; i++) {
+        const struct fcond *c = &f->conds[i];
+        /* NUL cannot occur in a path (refused) nor in a compact dump. */
+        if (proto_buf_append(&b, c->path, strlen(c->path) + 1) != 0 ||
+            proto_buf_append(&b, op_names[c->op], strlen(op_names[c->op]) + 1) != 0 ||
+            proto_buf_append(&b, c->dump, strlen(c->dump) + 1) != 0) {
+            proto_buf_free(&b);
+            return -1;
+        }
+    }
+    f->key = b.data;
+    f->keylen = b.len;
+    return 0;
+}
+
+struct filter *filter_compile(const char *json, size_t len, int *empty, const char **why)
+{
+    json_t *root, *value;
+    struct filter *f = NULL;
+    size_t cap = 0;
+    void *it;
+
+    *empty = 0;
+    root = json_loadb(json, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+    if (root == NULL) {
+        *why = "filter is not valid JSON (or repeats a key)";
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        *why = "filter must be a JSON object";
+        goto fail;
+    }
+    if (json_object_size(root) == 0) {
+        *empty = 1;
+        goto fail;
+    }
+    if ((f = calloc(1, sizeof(*f))) == NULL) {
+        *why = "out of memory";
+        goto fail;
+    }
+    for (it = json_object_iter(root); it != NULL; it = json_object_iter_next(root, it)) {
+        value = json_object_iter_value(it);
+        if (compile_member(f, &cap, json_object_iter_key(it), json_object_iter_key_len(it),
+                           value, why) != 0)
+            goto fail;
+    }
+    if (build_key(f) != 0) {
+        *why = "out of memory";
+        goto fail;
+    }
+    json_decref(root);
+    return f;
+fail:
+    filter_free(f);
+    json_decref(root);
+    return NULL;
+}
+
+/* Evaluation. */
+
+void filter_msg_init(struct filter_msg *m, const char *text, size_t len, int is_json)
+{
+    m->text = text;
+    m->len = len;
+    m->doc = NULL;
+    m->state = is_json ? 0 : 2;
+}
+
+void filter_msg_release(struct filter_msg *m)
+{
+    json_decref(m->doc);
+    m->doc = NULL;
+}
+
+static const json_t *msg_doc(struct filter_msg *m)
+{
+    size_t i;
+
+    if (m->state == 0) {
+        m->state = 2;
+        /* Only objects can match; skip the parse for anything else. */
+        for (i = 0; i < m->len; i++) {
+            char ch = m->text[i];
+            if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r')
+                continue;
+            if (ch == '{' && (m->doc = json_loadb(m->text, m->len, 0, NULL)) != NULL)
+                m->state = 1;
+            break;
+        }
+    }
+    return m->state == 1 ? m->doc : NULL;
+}
+
+static const json_t *resolve(const json_t *v, const struct fcond *c)
+{
+    size_t i;
+
+    for (i = 0; i < c->nsegs && v != NULL; i++) {
+        if (json_is_object(v))
+            v = json_object_get(v, c->segs[i].name);
+        else if (json_is_array(v) && c->segs[i].index >= 0)
+            v = json_array_get(v, (size_t)c->segs[i].index);
+        else
+            v = NULL;
+    }
+    return v;
+}
+
+/* Three-way comparison of two numbers or two strings; returns 0 and sets
+ * *r, or -1 when the types cannot be ordered against each other. */
+static int order(const json_t *a, const json_t *b, int *r)
+{
+    if (json_is_integer(a) && json_is_integer(b)) {
+        json_int_t x = json_integer_value(a), y = json_integer_value(b);
+        *r = (x > y) - (x < y);
+        return 0;
+    }
+    if (json_is_number(a) && json_is_number(b)) {
+        double x = json_number_value(a), y = json_number_value(b);
+        *r = (x > y) - (x < y);
+        return 0;
+    }
+    if (json_is_string(a) && json_is_string(b)) {
+        size_t la = json_string_length(a), lb = json_string_length(b);
+        int c = memcmp(json_string_value(a), json_string_value(b), la < lb ? la : lb);
+        *r = c != 0 ? (c > 0) - (c < 0) : (la > lb) - (la < lb);
+        return 0;
+    }
+    return -1;
+}
+
+static int equal(const json_t *a, const json_t *b)
+{
+    int r;
+
+    if (order(a, b, &r) == 0)
+        return r == 0;
+    return json_typeof(a) == json_typeof(b) && (json_is_boolean(a) || json_is_null(a));
+}
+
+/* The positive form of a condition on one value that is present. */
+static int test(enum fop op, const json_t *v, const json_t *operand)
+{
+    size_t i;
+    int r;
+
+    switch (op) {
+    case OP_EQ:
+        return equal(v, operand);
+    case OP_IN:
+        for (i = 0; i < json_array_size(operand); i++)
+            if (equal(v, json_array_get(operand, i)))
+                return 1;
+        return 0;
+    case OP_GT:
+        return order(v, operand, &r) == 0 && r > 0;
+    case OP_GTE:
+        return order(v, operand, &r) == 0 && r >= 0;
+    case OP_LT:
+        return order(v, operand, &r) == 0 && r < 0;
+    case OP_LTE:
+        return order(v, operand, &r) == 0 && r <= 0;
+    default:
+        return 0;
+    }
+}
+
+/* Arrays at the end of a path match when one of their elements does. */
+static int test_any(enum fop op, const json_t *v, const json_t *operand)
+{
+    size_t i;
+
+    if (!json_is_array(v))
+        return test(op, v, operand);
+    for (i = 0; i < json_array_size(v); i++)
+        if (test(op, json_array_get(v, i), operand))
+            return 1;
+    return 0;
+}
+
+static int eval(const struct fcond *c, const json_t *doc)
+{
+    const json_t *v = resolve(doc, c);
+
+    switch (c->op) {
+    case OP_EXISTS:
+        return (v != NULL) == json_is_true(c->operand);
+    case OP_NE:
+        return v == NULL || !test_any(OP_EQ, v, c->operand);
+    case OP_NIN:
+        return v == NULL || !test_any(OP_IN, v, c->operand);
+    default:
+        return v != NULL && test_any(c->op, v, c->operand);
+    }
+}
+
+int filter_match(const struct filter *f, struct filter_msg *m)
+{
+    const json_t *doc = msg_doc(m);
+    size_t i;
+
+    if (doc == NULL)
+        return 0;
+    for (i = 0; i < f->n; i++)
+        if (!eval(&f->conds[i], doc))
+            return 0;
+    return 1;
+}
