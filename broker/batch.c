@@ -112,6 +112,7 @@ static void flush_one(struct batcher *bt, struct batch *b)
         stats->dropped_total[DROP_NOMEM] += count;
         return;
     }
+    f->msgs = count;
     bt->emit(bt->arg, b, f, count);
     frame_unref(f);
 }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -37,6 +38,7 @@ static int set_redis_url(struct cfg *, const struct cfg_key *, const char *, cha
 static int set_path(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
 static int set_str(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
 static int set_log_level(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
+static int set_workers(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
 
 #define OFF(f) offsetof(struct cfg, f)
 #define KiB 1024LL
@@ -68,6 +70,12 @@ static const struct cfg_key cfg_keys[] = {
      "a client with more unsent bytes than this is a slow consumer and is closed (1008)"},
     {"shutdown_timeout_s", "10", set_int, OFF(shutdown_timeout_s), 1, 3600, CFG_RELOAD,
      "on SIGTERM/SIGINT, clients get close 1001 and this long to go before exit"},
+    {"workers", "auto", set_workers, 0, 1, 256, 0,
+     "worker processes: a number, or auto for the CPU count minus one (at least 1)"},
+    {"stats_interval_s", "15", set_int, OFF(stats_interval_s), 0, 86400, CFG_RELOAD,
+     "each worker logs a one-line summary this often; 0 turns it off"},
+    {"pid_file", "", set_str, OFF(pid_file), 0, 0, 0,
+     "file the master writes its process id to; empty means none"},
     {"log_level", "info", set_log_level, OFF(log_level), 0, 0, CFG_RELOAD,
      "error, warn, info or debug"},
     {"log_file", "", set_str, OFF(log_file), 0, 0, 0,
@@ -173,6 +181,23 @@ static int set_log_level(struct cfg *c, const struct cfg_key *k, const char *v,
         return -1;
     }
     c->log_level = l;
+    return 0;
+}
+
+static int set_workers(struct cfg *c, const struct cfg_key *k, const char *v, char *why,
+                       size_t whylen)
+{
+    long long n;
+
+    if (strcmp(v, "auto") == 0) {
+        c->workers = 0;
+        return 0;
+    }
+    if (parse_ll(v, &n, 0) != 0 || n < k->min || n > k->max) {
+        snprintf(why, whylen, "expected auto or a number from %lld to %lld", k->min, k->max);
+        return -1;
+    }
+    c->workers = (int)n;
     return 0;
 }
 
@@ -358,6 +383,7 @@ void cfg_free(struct cfg *c)
     free(c->redis_password);
     free(c->ws_path);
     free(c->log_file);
+    free(c->pid_file);
     free(c->file);
     memset(c, 0, sizeof(*c));
 }
@@ -467,6 +493,8 @@ static int value_equal(const struct cfg *a, const struct cfg *b, const struct cf
         return strcmp(a->redis_url, b->redis_url) == 0;
     if (k->set == set_log_level)
         return a->log_level == b->log_level;
+    if (k->set == set_workers)
+        return a->workers == b->workers;
     return strcmp(*str_field((struct cfg *)a, k), *str_field((struct cfg *)b, k)) == 0;
 }
 
@@ -488,4 +516,35 @@ int cfg_diff_restart(const struct cfg *a, const struct cfg *b, char *buf, size_t
         n++;
     }
     return n;
+}
+
+int cfg_apply_reload(struct cfg *dst, const struct cfg *src)
+{
+    size_t i;
+
+    for (i = 0; i < NKEYS; i++) {
+        const struct cfg_key *k = &cfg_keys[i];
+        if (!(k->flags & CFG_RELOAD))
+            continue;
+        if (k->set == set_int || k->set == set_bytes) {
+            *int_field(dst, k) = *int_field((struct cfg *)src, k);
+        } else if (k->set == set_log_level) {
+            dst->log_level = src->log_level;
+        } else {
+            const char *v = *str_field((struct cfg *)src, k);
+            if (replace_str(str_field(dst, k), v, strlen(v)) != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+int cfg_workers(const struct cfg *c)
+{
+    long n;
+
+    if (c->workers > 0)
+        return c->workers;
+    n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 2 ? (int)(n - 1) : 1;
 }

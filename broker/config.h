@@ -34,6 +34,9 @@ struct cfg {
     long long pong_timeout_s;
     long long max_pending_bytes;
     long long shutdown_timeout_s;
+    int workers;          /* 0: auto */
+    long long stats_interval_s;
+    char *pid_file;
     int log_level;
     char *log_file;
 
@@ -57,5 +60,13 @@ void cfg_print_keys(FILE *out);
 /* Lists, into buf, the keys whose values differ between a and b and that a
  * reload cannot change (they need a restart). Returns how many. */
 int cfg_diff_restart(const struct cfg *a, const struct cfg *b, char *buf, size_t len);
+
+/* Copies into dst every key of src that a reload may change. Returns 0, or
+ * -1 on ENOMEM (dst keeps what it had for the keys not yet copied). */
+int cfg_apply_reload(struct cfg *dst, const struct cfg *src);
+
+/* The number of workers to run: `workers`, or for auto the online CPUs
+ * minus one (at least 1). */
+int cfg_workers(const struct cfg *c);
 
 #endif

@@ -327,19 +327,19 @@ int conn_send_copy(struct conn *c, const void *p, size_t n)
     return r;
 }
 
-size_t conn_drop_queued(struct conn *c)
+uint64_t conn_drop_queued(struct conn *c)
 {
-    size_t dropped = 0;
+    uint64_t msgs = 0;
     uint32_t keep = c->qoff > 0 ? 1 : 0;
 
     while (c->qlen > keep) {
-        uint32_t last = (c->qhead + c->qlen - 1) % c->qcap;
-        dropped += frame_size(c->q[last]);
-        frame_unref(c->q[last]);
+        struct frame *f = c->q[(c->qhead + c->qlen - 1) % c->qcap];
+        msgs += f->msgs;
+        c->out_bytes -= frame_size(f);
+        frame_unref(f);
         c->qlen--;
     }
-    c->out_bytes -= dropped;
-    return dropped;
+    return msgs;
 }
 
 static void set_wev(struct conn *c, int on)

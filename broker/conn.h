@@ -97,8 +97,9 @@ int conn_send(struct conn *c, struct frame *f);
 int conn_send_copy(struct conn *c, const void *p, size_t n);
 
 /* Drops queued frames that have not started to go out (a frame partly
- * written is kept, so the stream stays well formed). Returns bytes dropped. */
-size_t conn_drop_queued(struct conn *c);
+ * written is kept, so the stream stays well formed). Returns the number of
+ * batched messages those frames carried. */
+uint64_t conn_drop_queued(struct conn *c);
 
 /* Graceful close: write what is queued, shut down writes, linger. Once
  * called, on_read and on_tick are no longer called. */

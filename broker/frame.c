@@ -18,6 +18,7 @@ struct frame *frame_copy(const void *p, size_t n)
     memcpy(f->data, p, n);
     f->refs = 1;
     f->off = 0;
+    f->msgs = 0;
     f->len = n;
     return f;
 }
@@ -108,6 +109,7 @@ struct frame *frame_build(struct frame_builder *fb, uint8_t opcode,
     }
     f->refs = 1;
     f->off = 0;
+    f->msgs = 0;
     f->len = payload->len;
     f->data = payload->data;
     payload->data = NULL;

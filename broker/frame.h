@@ -24,7 +24,8 @@
 
 struct frame {
     uint32_t refs;
-    uint32_t off; /* the frame is data[off..len) */
+    uint32_t off;  /* the frame is data[off..len) */
+    uint32_t msgs; /* messages a batch frame carries (0 for others) */
     size_t len;
     char *data;
 };

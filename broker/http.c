@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "protocol/codec.h"
 #include "protocol/httpreq.h"
 #include "session.h"
@@ -88,6 +89,33 @@ static void respond(struct conn *c, int status, const char *reason, const char *
     if (n > 0 && (size_t)n < sizeof(buf))
         conn_send_copy(c, buf, (size_t)n);
     conn_end(c);
+}
+
+/* GET /metrics: Prometheus text exposition summed over every worker. */
+static void metrics_respond(struct conn *c, int head_only, int allowed)
+{
+    struct proto_buf body = {0}, out = {0};
+
+    if (!allowed) {
+        respond(c, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n", "method not allowed\n", 0);
+        return;
+    }
+    if (metrics_render(&body) != 0 ||
+        proto_buf_printf(&out,
+                         "HTTP/1.1 200 OK\r\n"
+                         "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+                         "Content-Length: %zu\r\n"
+                         "Cache-Control: no-store\r\n"
+                         "Connection: close\r\n\r\n",
+                         body.len) != 0 ||
+        (!head_only && proto_buf_append(&out, body.data, body.len) != 0)) {
+        conn_kill(c);
+    } else {
+        conn_send_copy(c, out.data, out.len);
+        conn_end(c);
+    }
+    proto_buf_free(&body);
+    proto_buf_free(&out);
 }
 
 static void reject(struct conn *c, enum stats_err e, int status, const char *reason,
@@ -227,6 +255,10 @@ static void route(struct conn *c, const struct proto_http_req *r, const char *re
         else
             respond(c, 503, "Service Unavailable", "Cache-Control: no-store\r\n",
                     "redis down\n", head);
+        return;
+    }
+    if (path_is(r, "/metrics")) {
+        metrics_respond(c, method_is(r, "HEAD"), method_is(r, "GET") || method_is(r, "HEAD"));
         return;
     }
     reject(c, ERR_HTTP_404, 404, "Not Found", NULL, "not found\n");

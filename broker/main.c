@@ -3,10 +3,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <errno.h>
+#include <unistd.h>
+
 #include "config.h"
 #include "log.h"
+#include "master.h"
 #include "version.h"
-#include "worker.h"
 
 static void usage(FILE *out)
 {
@@ -26,10 +29,20 @@ static void usage(FILE *out)
     cfg_print_keys(out);
 }
 
+static int write_pid(const char *path)
+{
+    FILE *f = fopen(path, "w");
+
+    if (f == NULL)
+        return -1;
+    fprintf(f, "%ld\n", (long)getpid());
+    return fclose(f);
+}
+
 int main(int argc, char **argv)
 {
     const char *file = NULL;
-    int test = 0, i, rc;
+    int test = 0, i, rc, is_worker = 0;
     struct cfg cfg;
     char err[1024];
 
@@ -71,7 +84,15 @@ int main(int argc, char **argv)
         return 1;
     }
     log_info("broker %s starting (config %s)", BROKER_VERSION, file ? file : "defaults");
-    rc = worker_run(&cfg);
+    if (cfg.pid_file && *cfg.pid_file && write_pid(cfg.pid_file) != 0) {
+        log_error("pid_file %s: %s", cfg.pid_file, strerror(errno));
+        log_close();
+        cfg_free(&cfg);
+        return 1;
+    }
+    rc = master_run(&cfg, &is_worker);
+    if (!is_worker && cfg.pid_file && *cfg.pid_file)
+        unlink(cfg.pid_file);
     log_close();
     cfg_free(&cfg);
     return rc;

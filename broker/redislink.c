@@ -39,6 +39,7 @@ struct rlink {
     char *password;
     int db;
     int handshake_left;  /* AUTH/SELECT replies still expected */
+    int ever_ready;      /* a later READY is a reconnect */
     struct rlink_hooks hooks;
 };
 
@@ -125,6 +126,9 @@ static void became_ready(struct rlink *rl)
     rl->backoff_ms = BACKOFF_MIN_MS;
     evtimer_del(rl->timer);
     stats->redis_up = 1;
+    if (rl->ever_ready)
+        stats->redis_reconnects_total++;
+    rl->ever_ready = 1;
     log_info("redis %s:%d: connected", rl->host, rl->port);
     if (rl->hooks.on_up)
         rl->hooks.on_up(rl->hooks.arg);
@@ -197,7 +201,6 @@ static void rl_connect(struct rlink *rl)
 {
     redisAsyncContext *ac = redisAsyncConnect(rl->host, rl->port);
 
-    stats->redis_reconnects_total++;
     if (ac == NULL) {
         schedule_retry(rl);
         return;

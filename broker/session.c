@@ -345,7 +345,7 @@ void sess_deliver(void *arg, struct reg_client *cl, struct frame *f)
     stats->slow_consumer_disconnects_total++;
     log_info("fd %d: slow consumer (over %lld pending bytes), closing", c->fd,
              env->cfg->max_pending_bytes);
-    conn_drop_queued(c);
+    stats->dropped_total[DROP_SLOW_CONSUMER] += conn_drop_queued(c);
     sess_close(c, PROTO_CLOSE_POLICY, "slow consumer");
 }
 

@@ -13,7 +13,7 @@
 enum stats_drop {
     DROP_OVERSIZE = 0, /* Redis payload over max_message_bytes */
     DROP_NOMEM,        /* allocation failed while batching */
-    DROP_SLOW_CONSUMER,/* bytes discarded when a slow consumer was closed */
+    DROP_SLOW_CONSUMER,/* queued for a slow consumer when it was closed */
     DROP_NREASONS
 };
 

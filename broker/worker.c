@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -32,7 +33,7 @@
 
 struct worker {
     struct event_base *base;
-    const struct cfg *cfg;
+    struct cfg *cfg;
     struct evconnlistener *lev;
     struct event *accept_retry;
     struct conn_set *conns;
@@ -41,7 +42,12 @@ struct worker {
     struct rlink *rl;
     struct event *sig_term;
     struct event *sig_int;
+    struct event *sig_hup;
+    struct event *sig_usr1;
     struct event *stop_timer;
+    struct event *stats_timer;
+    struct stats last;        /* counters at the previous stats line */
+    uint64_t last_ms;
     uint64_t stop_deadline_ms;
     int stopping;
     struct proto_buf scratch; /* a non-JSON payload encoded as a string */
@@ -205,37 +211,82 @@ static void accept_error_cb(struct evconnlistener *lev, void *arg)
     log_warn("accept: %s", strerror(err));
 }
 
-static int listen_start(struct worker *w)
+static int listen_start(struct worker *w, int fd)
 {
-    struct evutil_addrinfo hints, *ai = NULL;
-    char port[8];
-    int err;
-
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_NUMERICSERV;
-    snprintf(port, sizeof(port), "%d", w->cfg->listen_port);
-    if ((err = evutil_getaddrinfo(w->cfg->listen_host, port, &hints, &ai)) != 0) {
-        log_error("listen %s:%d: %s", w->cfg->listen_host, w->cfg->listen_port,
-                  evutil_gai_strerror(err));
-        return -1;
-    }
-    w->lev = evconnlistener_new_bind(
-        w->base, accept_cb, w,
-        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT |
-            LEV_OPT_CLOSE_ON_EXEC,
-        4096, ai->ai_addr, (int)ai->ai_addrlen);
-    evutil_freeaddrinfo(ai);
+    w->lev = evconnlistener_new(w->base, accept_cb, w,
+                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
     if (w->lev == NULL) {
-        log_error("listen %s:%d: %s", w->cfg->listen_host, w->cfg->listen_port,
-                  strerror(errno));
+        log_error("listener on fd %d: %s", fd, strerror(errno));
         return -1;
     }
     evconnlistener_set_error_cb(w->lev, accept_error_cb);
-    log_info("listening on %s:%d, WebSocket path %s", w->cfg->listen_host,
-             w->cfg->listen_port, w->cfg->ws_path);
+    log_info("serving %s:%d, WebSocket path %s", w->cfg->listen_host, w->cfg->listen_port,
+             w->cfg->ws_path);
     return 0;
+}
+
+/* Reload and the stats line. */
+
+static void stats_arm(struct worker *w)
+{
+    struct timeval tv = {(time_t)w->cfg->stats_interval_s, 0};
+
+    evtimer_del(w->stats_timer);
+    if (w->cfg->stats_interval_s > 0)
+        evtimer_add(w->stats_timer, &tv);
+}
+
+/* One line per interval, as the field reports logged: what this worker
+ * holds and its rates since the previous line. */
+static void stats_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    uint64_t now = conn_now_ms();
+    double secs = w->last_ms ? (double)(now - w->last_ms) / 1000.0 : 0;
+
+    (void)fd;
+    (void)what;
+    if (secs > 0)
+        log_info("stats: conns=%llu subs=%llu channels=%llu redis=%s in=%.0f msg/s "
+                 "out=%.0f msg/s %.0f frames/s %.2f MB/s",
+                 (unsigned long long)stats->connections,
+                 (unsigned long long)stats->subscriptions, (unsigned long long)stats->channels,
+                 stats->redis_up ? "up" : "down",
+                 (double)(stats->redis_messages_total - w->last.redis_messages_total) / secs,
+                 (double)(stats->messages_delivered_total - w->last.messages_delivered_total) /
+                     secs,
+                 (double)(stats->frames_sent_total - w->last.frames_sent_total) / secs,
+                 (double)(stats->bytes_sent_total - w->last.bytes_sent_total) / secs / 1e6);
+    w->last = *stats;
+    w->last_ms = now;
+    stats_arm(w);
+}
+
+static void apply_config(struct worker *w)
+{
+    log_set_level((enum log_level)w->cfg->log_level);
+    batcher_configure(reg_batcher(w->reg), w->cfg->batch_interval_ms, w->cfg->batch_max_bytes);
+    conn_set_set_max_pending(w->conns, (size_t)w->cfg->max_pending_bytes);
+    stats_arm(w);
+}
+
+static void reload(struct worker *w)
+{
+    struct cfg fresh;
+    char err[1024];
+
+    if (w->cfg->file == NULL)
+        return;
+    if (cfg_load(&fresh, w->cfg->file, err, sizeof(err)) != 0) {
+        log_error("reload rejected, keeping the running configuration: %s", err);
+        return;
+    }
+    if (cfg_apply_reload(w->cfg, &fresh) != 0)
+        log_error("reload: out of memory applying the new values");
+    cfg_free(&fresh);
+    apply_config(w);
+    log_info("configuration reloaded (batch_interval_ms %lld, batch_max_bytes %lld)",
+             w->cfg->batch_interval_ms, w->cfg->batch_max_bytes);
 }
 
 /* Stopping. */
@@ -265,6 +316,16 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     struct timeval tv = {0, STOP_POLL_MS * 1000};
 
     (void)what;
+    if (sig == SIGHUP) {
+        if (!w->stopping)
+            reload(w);
+        return;
+    }
+    if (sig == SIGUSR1) {
+        if (log_reopen() != 0)
+            log_error("reopening the log file: %s", strerror(errno));
+        return;
+    }
     if (w->stopping) {
         log_warn("second signal %d: exiting now", (int)sig);
         event_base_loopbreak(w->base);
@@ -277,6 +338,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         evconnlistener_free(w->lev);
         w->lev = NULL;
     }
+    evtimer_del(w->stats_timer);
     batch_flush_all(reg_batcher(w->reg));
     conn_set_foreach(w->conns, close_one, w);
     w->stop_deadline_ms = conn_now_ms() + (uint64_t)w->cfg->shutdown_timeout_s * 1000;
@@ -295,6 +357,12 @@ static void worker_free(struct worker *w)
         event_free(w->sig_term);
     if (w->sig_int)
         event_free(w->sig_int);
+    if (w->sig_hup)
+        event_free(w->sig_hup);
+    if (w->sig_usr1)
+        event_free(w->sig_usr1);
+    if (w->stats_timer)
+        event_free(w->stats_timer);
     if (w->lev)
         evconnlistener_free(w->lev);
     if (w->accept_retry)
@@ -323,11 +391,23 @@ static struct frame *build_ping(struct frame_builder *fb)
     return frame_build(fb, WSLAY_PING, &b);
 }
 
-int worker_run(const struct cfg *cfg)
+static struct event *add_signal(struct worker *w, int sig)
+{
+    struct event *ev = evsignal_new(w->base, sig, signal_cb, w);
+
+    if (ev != NULL && event_add(ev, NULL) != 0) {
+        event_free(ev);
+        ev = NULL;
+    }
+    return ev;
+}
+
+int worker_run(struct cfg *cfg, int listen_fd)
 {
     struct worker w;
     struct reg_hooks rh;
     struct rlink_hooks lh;
+    sigset_t none;
     int rc = 1;
 
     memset(&w, 0, sizeof(w));
@@ -357,13 +437,22 @@ int worker_run(const struct cfg *cfg)
     w.henv.arg = &w;
     http_init(&w.henv);
     w.accept_retry = evtimer_new(w.base, accept_retry_cb, &w);
-    w.sig_term = evsignal_new(w.base, SIGTERM, signal_cb, &w);
-    w.sig_int = evsignal_new(w.base, SIGINT, signal_cb, &w);
-    if (w.accept_retry == NULL || w.sig_term == NULL || w.sig_int == NULL ||
-        event_add(w.sig_term, NULL) != 0 || event_add(w.sig_int, NULL) != 0)
+    w.stats_timer = evtimer_new(w.base, stats_cb, &w);
+    w.sig_term = add_signal(&w, SIGTERM);
+    w.sig_int = add_signal(&w, SIGINT);
+    w.sig_hup = add_signal(&w, SIGHUP);
+    w.sig_usr1 = add_signal(&w, SIGUSR1);
+    if (w.accept_retry == NULL || w.stats_timer == NULL || w.sig_term == NULL ||
+        w.sig_int == NULL || w.sig_hup == NULL || w.sig_usr1 == NULL)
         goto done;
-    if (listen_start(&w) != 0)
+    /* The master forks with these signals blocked; the loop owns them now. */
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (listen_start(&w, listen_fd) != 0)
         goto done;
+    listen_fd = -1; /* the listener owns it */
+    w.last_ms = conn_now_ms();
+    stats_arm(&w);
     lh.on_message = on_message;
     lh.on_up = on_redis_up;
     lh.on_down = on_redis_down;
@@ -376,6 +465,8 @@ int worker_run(const struct cfg *cfg)
 done:
     if (rc != 0)
         log_error("worker failed to start");
+    if (listen_fd >= 0)
+        close(listen_fd);
     worker_free(&w);
     return rc;
 }

@@ -1,7 +1,7 @@
 /* worker.h: one worker process: one libevent loop serving clients.
  *
- * The worker binds the listen address (SO_REUSEPORT, so several workers can
- * share it), connects to Redis, and wires the modules of the data path:
+ * The worker accepts on the socket the master bound for it, connects to
+ * Redis, and wires the modules of the data path:
  *   redislink -> (validate) -> registry -> batch -> session/conn
  * and of the control path:
  *   conn -> http -> session -> registry -> redislink.
@@ -13,8 +13,11 @@
 
 struct cfg;
 
-/* Runs until stopped. cfg is borrowed. Returns the process exit status:
- * 0 after a clean stop, 1 when the worker could not start. */
-int worker_run(const struct cfg *cfg);
+/* Runs until stopped, accepting on listen_fd (a bound, listening,
+ * non-blocking socket; the worker takes it). cfg is the worker's own copy:
+ * SIGHUP re-reads cfg->file and applies the keys a reload may change,
+ * SIGUSR1 reopens the log file. Returns the process exit status: 0 after a
+ * clean stop, 1 when the worker could not start. */
+int worker_run(struct cfg *cfg, int listen_fd);
 
 #endif

@@ -1,0 +1,425 @@
+"""PROTOCOL.md section 1: HTTP on the listen port."""
+import socket
+import time
+
+import pytest
+
+from helpers import (SLOW, HttpResponse, http_exchange, http_request, parse_batch, publish,
+                     recv_batch, recv_text, run, subscribe, uniq, upgrade_request,
+                     wait_subscribed, wait_until, ws_accept, ws_connect)
+
+
+def req(broker, data, timeout=5.0):
+    if isinstance(data, str):
+        data = data.encode()
+    return http_request(broker.port, data, timeout * SLOW)
+
+
+def assert_closing_answer(r, status):
+    """Every answer but 101 carries Connection: close and closes."""
+    assert r.status == status, r
+    assert r.header("Connection") is not None and r.header("Connection").lower() == "close", r
+    assert r.closed, "the broker kept the connection open after %d" % status
+
+
+# -- the upgrade ------------------------------------------------------------
+
+def test_upgrade_101_exact_accept_for_known_key(broker):
+    # RFC 6455 section 1.3's example key and answer.
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    s = socket.create_connection(("127.0.0.1", broker.port), timeout=5 * SLOW)
+    try:
+        s.sendall(upgrade_request("/ws", key=key))
+        data = b""
+        while b"\r\n\r\n" not in data:
+            d = s.recv(4096)
+            assert d, "closed during the handshake: %r" % data
+            data += d
+        r = HttpResponse(data.split(b"\r\n\r\n")[0] + b"\r\n\r\n", False)
+        assert r.status == 101, r
+        assert r.status_line == "HTTP/1.1 101 Switching Protocols", r
+        assert r.header("Sec-WebSocket-Accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", r
+        assert r.header("Upgrade").lower() == "websocket", r
+        assert "upgrade" in r.header("Connection").lower(), r
+        assert ws_accept(key) == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        # The connection stays open after 101.
+        s.settimeout(0.3)
+        with pytest.raises(socket.timeout):
+            s.recv(1)
+    finally:
+        s.close()
+
+
+def test_upgrade_negotiates_no_extension_and_no_subprotocol(broker):
+    data = upgrade_request(extra="Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+                                 "Sec-WebSocket-Protocol: chat, superchat\r\n")
+    s = socket.create_connection(("127.0.0.1", broker.port), timeout=5 * SLOW)
+    try:
+        s.sendall(data)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            d = s.recv(4096)
+            assert d, got
+            got += d
+        r = HttpResponse(got.split(b"\r\n\r\n")[0] + b"\r\n\r\n", False)
+        assert r.status == 101, r
+        assert r.header("Sec-WebSocket-Extensions") is None, r
+        assert r.header("Sec-WebSocket-Protocol") is None, r
+    finally:
+        s.close()
+
+
+def test_upgrade_field_names_case_insensitive_and_token_lists(broker):
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    data = ("GET /ws HTTP/1.1\r\nhOST: t\r\nupgrade: websocket\r\n"
+            "CONNECTION: keep-alive, Upgrade\r\nsec-websocket-key: %s\r\n"
+            "SEC-WEBSOCKET-VERSION: 13\r\n\r\n" % key).encode()
+    s = socket.create_connection(("127.0.0.1", broker.port), timeout=5 * SLOW)
+    try:
+        s.sendall(data)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            d = s.recv(4096)
+            assert d, got
+            got += d
+        r = HttpResponse(got.split(b"\r\n\r\n")[0] + b"\r\n\r\n", False)
+        assert r.status == 101, r
+        assert r.header("Sec-WebSocket-Accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", r
+    finally:
+        s.close()
+
+
+def test_upgrade_with_bare_lf_line_ends(broker):
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    data = ("GET /ws HTTP/1.1\nHost: t\nUpgrade: websocket\nConnection: Upgrade\n"
+            "Sec-WebSocket-Key: %s\nSec-WebSocket-Version: 13\n\n" % key).encode()
+    s = socket.create_connection(("127.0.0.1", broker.port), timeout=5 * SLOW)
+    try:
+        s.sendall(data)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            d = s.recv(4096)
+            assert d, got
+            got += d
+        assert got.startswith(b"HTTP/1.1 101 "), got
+        assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in got, got
+    finally:
+        s.close()
+
+
+def test_healthz_with_bare_lf(broker):
+    r = req(broker, "GET /healthz HTTP/1.1\nHost: t\n\n")
+    assert_closing_answer(r, 200)
+    assert r.body == b"ok\n" or r.body.strip() == b"ok", r
+
+
+# -- 426 ----------------------------------------------------------------------
+
+def test_plain_get_ws_is_426_with_upgrade_header(broker):
+    r = req(broker, "GET /ws HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert_closing_answer(r, 426)
+    assert r.status_line == "HTTP/1.1 426 Upgrade Required", r
+    assert r.header("Upgrade").lower() == "websocket", r
+    assert r.header("Sec-WebSocket-Version") == "13", r
+
+
+def test_upgrade_without_connection_upgrade_is_426(broker):
+    r = req(broker, upgrade_request(connection="keep-alive"))
+    assert_closing_answer(r, 426)
+    assert r.header("Upgrade").lower() == "websocket", r
+    assert r.header("Sec-WebSocket-Version") == "13", r
+
+
+def test_upgrade_without_upgrade_header_is_426(broker):
+    r = req(broker, upgrade_request(upgrade=None))
+    assert_closing_answer(r, 426)
+    assert r.header("Upgrade").lower() == "websocket", r
+
+
+@pytest.mark.parametrize("version", ["8", None, "12", "130", "13, 8"])
+def test_websocket_version_not_13_is_426(broker, version):
+    r = req(broker, upgrade_request(version=version))
+    assert_closing_answer(r, 426)
+    assert r.header("Sec-WebSocket-Version") == "13", r
+
+
+# -- 400 ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("key", [
+    False,                          # missing
+    "",                             # empty
+    "not base64 at all!",           # not base64
+    "AAAAAAAAAAAAAAAAAAAA",         # 15 bytes
+    "AAAAAAAAAAAAAAAAAAAAAAAAAA==", # 19 bytes
+])
+def test_bad_websocket_key_is_400(broker, key):
+    r = req(broker, upgrade_request(key=key))
+    assert_closing_answer(r, 400)
+
+
+def test_http10_upgrade_is_400(broker):
+    r = req(broker, upgrade_request(proto="HTTP/1.0"))
+    assert_closing_answer(r, 400)
+
+
+def test_upgrade_without_host_is_400(broker):
+    r = req(broker, upgrade_request(host=None))
+    assert_closing_answer(r, 400)
+
+
+@pytest.mark.parametrize("head", [
+    b"GARBAGE\r\n\r\n",
+    b"GET /ws\r\n\r\n",                         # no version
+    b"GET  /healthz HTTP/1.1\r\nHost: t\r\n\r\n",  # two spaces
+    b"GET /healthz HTTP/2.0\r\nHost: t\r\n\r\n",
+    b"GET /healthz FOO/1.1\r\nHost: t\r\n\r\n",
+    b"GET healthz HTTP/1.1\r\nHost: t\r\n\r\n",  # target without /
+    b"G(T /healthz HTTP/1.1\r\nHost: t\r\n\r\n",  # method not a token
+    b"\x00\x01\x02\r\n\r\n",
+])
+def test_malformed_request_line_is_400_and_closed(broker, head):
+    r = req(broker, head)
+    assert_closing_answer(r, 400)
+    assert r.status_line == "HTTP/1.1 400 Bad Request", r
+
+
+@pytest.mark.parametrize("head", [
+    b"GET /healthz HTTP/1.1\r\nHost: t\r\nNoColonHere\r\n\r\n",      # no colon
+    b"GET /healthz HTTP/1.1\r\nHost : t\r\n\r\n",                    # space before colon
+    b"GET /healthz HTTP/1.1\r\nHost\t: t\r\n\r\n",                   # tab before colon
+    b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: a\r\n  b\r\n\r\n",    # obs-fold
+    b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: a\r\n\tb\r\n\r\n",    # obs-fold, tab
+    b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: a\x01b\r\n\r\n",      # control char
+    b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: a\x7fb\r\n\r\n",      # DEL
+    b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: a\x00b\r\n\r\n",      # NUL
+    b"GET /healthz HTTP/1.1\r\nHost: t\r\n: novalue\r\n\r\n",        # empty name
+])
+def test_malformed_header_is_400(broker, head):
+    r = req(broker, head)
+    assert_closing_answer(r, 400)
+
+
+# -- 431 ----------------------------------------------------------------------
+
+def test_head_over_8k_is_431_and_closed(broker):
+    head = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"
+    r = req(broker, head)
+    assert_closing_answer(r, 431)
+    assert r.status_line == "HTTP/1.1 431 Request Header Fields Too Large", r
+
+
+def test_head_over_8k_without_end_is_431(broker):
+    # The limit applies before the head is complete.
+    head = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 9000
+    r = req(broker, head)
+    assert_closing_answer(r, 431)
+
+
+def test_head_under_8k_is_fine(broker):
+    head = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 7900 + b"\r\n\r\n"
+    r = req(broker, head)
+    assert_closing_answer(r, 200)
+
+
+def test_64_header_fields_ok_65_is_431(broker):
+    def head(nfields):
+        extra = "".join("X-F%d: v\r\n" % i for i in range(nfields - 1))
+        return ("GET /healthz HTTP/1.1\r\nHost: t\r\n" + extra + "\r\n").encode()
+
+    assert_closing_answer(req(broker, head(64)), 200)
+    assert_closing_answer(req(broker, head(65)), 431)
+
+
+# -- 404, 405 -----------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/", "/nope", "/ws/", "/wss", "/healthz/x", "/WS"])
+def test_unknown_path_is_404(broker, path):
+    r = req(broker, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path)
+    assert_closing_answer(r, 404)
+    assert r.status_line == "HTTP/1.1 404 Not Found", r
+
+
+def test_unknown_path_with_upgrade_is_404(broker):
+    r = req(broker, upgrade_request(path="/other"))
+    assert_closing_answer(r, 404)
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "HEAD", "OPTIONS"])
+def test_non_get_on_ws_is_405_allow_get(broker, method):
+    body = "x" if method in ("POST", "PUT") else ""
+    extra = "Content-Length: %d\r\n" % len(body) if body else ""
+    r = req(broker, "%s /ws HTTP/1.1\r\nHost: t\r\n%s\r\n%s" % (method, extra, body))
+    assert_closing_answer(r, 405)
+    assert r.status_line == "HTTP/1.1 405 Method Not Allowed", r
+    assert r.header("Allow") == "GET", r
+
+
+def test_post_ws_with_upgrade_headers_is_405(broker):
+    r = req(broker, upgrade_request(method="POST"))
+    assert_closing_answer(r, 405)
+    assert r.header("Allow") == "GET", r
+
+
+# -- /healthz -----------------------------------------------------------------
+
+def test_healthz_200_ok_with_redis_up(broker):
+    r = req(broker, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert_closing_answer(r, 200)
+    assert r.body.rstrip(b"\n") == b"ok", r
+
+
+def test_healthz_head(broker):
+    r = req(broker, "HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert_closing_answer(r, 200)
+    assert r.body == b"", "HEAD answer with a body: %r" % r
+
+
+def test_one_request_per_connection(broker):
+    two = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /nope HTTP/1.1\r\nHost: t\r\n\r\n"
+    raw, closed = http_exchange(broker.port, two, 5 * SLOW)
+    assert closed
+    assert raw.startswith(b"HTTP/1.1 200 "), raw
+    assert raw.count(b"HTTP/1.1 ") == 1, raw
+
+
+def test_healthz_503_while_redis_down_then_200(make_redis, make_broker):
+    rs = make_redis().start()
+    b = make_broker(rs.port)
+    assert b.healthz() == (200, b"ok\n") or b.healthz()[0] == 200
+    rs.stop()
+    wait_until(lambda: b.healthz()[0] == 503, 10 * SLOW, what="/healthz 503 with redis down")
+    r = req(b, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert_closing_answer(r, 503)
+    assert r.body.rstrip(b"\n") == b"redis down", r
+    r = req(b, "HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert_closing_answer(r, 503)
+    rs.start()  # same port
+    wait_until(lambda: b.healthz()[0] == 200, 15 * SLOW, what="/healthz 200 after redis restart")
+    assert b.healthz()[1].rstrip(b"\n") == b"ok"
+
+
+# -- handshake timeout (slowloris) -------------------------------------------
+
+def test_slowloris_closed_after_handshake_timeout(redis, make_broker):
+    b = make_broker(redis.port, handshake_timeout_ms=500)
+    socks = []
+    try:
+        t0 = time.monotonic()
+        partial = socket.create_connection(("127.0.0.1", b.port), timeout=10)
+        partial.sendall(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websoc")
+        silent = socket.create_connection(("127.0.0.1", b.port), timeout=10)
+        socks = [partial, silent]
+        for s in socks:
+            s.settimeout(8 * SLOW)
+            try:
+                d = s.recv(4096)
+            except ConnectionResetError:
+                d = b""
+            assert d == b"", "expected a close without an answer, got %r" % d
+        elapsed = time.monotonic() - t0
+        assert elapsed >= 0.4, "closed after %.2f s, before handshake_timeout_ms" % elapsed
+        assert elapsed < 8 * SLOW
+        # A client that finishes in time is served.
+        assert b.healthz()[0] == 200
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_complete_head_in_pieces_within_timeout_is_served(broker):
+    s = socket.create_connection(("127.0.0.1", broker.port), timeout=5 * SLOW)
+    try:
+        for piece in (b"GET /hea", b"lthz HTTP/1.1\r\n", b"Host: t\r\n", b"\r\n"):
+            s.sendall(piece)
+            time.sleep(0.05)
+        data = b""
+        while True:
+            d = s.recv(4096)
+            if not d:
+                break
+            data += d
+        assert data.startswith(b"HTTP/1.1 200 "), data
+    finally:
+        s.close()
+
+
+# -- ?channels= ---------------------------------------------------------------
+
+def test_query_channels_subscribe_without_acks(broker, redis):
+    a, b2 = uniq("qa"), uniq("qb")
+
+    async def body():
+        ws = await ws_connect(broker.port, "/ws?channels=%s,%s" % (a, b2))
+        try:
+            wait_subscribed(redis.port, a, b2)
+            assert publish(redis.port, b2, '{"n":1}') == 1
+            text, ch, msgs = await recv_batch(ws)
+            assert ch == b2 and msgs == ['{"n":1}'], text
+            assert publish(redis.port, a, '{"n":2}') == 1
+            text, ch, msgs = await recv_batch(ws)
+            assert ch == a and msgs == ['{"n":2}'], text
+        finally:
+            await ws.close()
+    run(body())
+
+
+def test_query_channels_percent_decoded(broker, redis):
+    base = uniq("pct")
+    name = base + " x/\u20ac"  # space, slash, euro sign
+    enc = base + "%20x%2F%E2%82%AC"
+
+    async def body():
+        ws = await ws_connect(broker.port, "/ws?foo=1&channels=%s&bar=2" % enc)
+        try:
+            wait_subscribed(redis.port, name)
+            assert publish(redis.port, name, "1") == 1
+            text, ch, msgs = await recv_batch(ws)
+            assert ch == name and msgs == ["1"], text
+        finally:
+            await ws.close()
+    run(body())
+
+
+def test_query_channels_100_ok(broker):
+    names = ",".join(uniq("h%d" % i) for i in range(100))
+    raw, _ = http_exchange(broker.port, upgrade_request("/ws?channels=" + names), 1 * SLOW)
+    assert raw.startswith(b"HTTP/1.1 101 "), raw[:200]
+
+
+@pytest.mark.parametrize("query", [
+    "channels=" + ",".join("c%d" % i for i in range(101)),  # 101 names
+    "channels=a,,b",                                          # empty name
+    "channels=",                                              # empty list
+    "channels=a,",                                            # trailing empty name
+    "channels=a%01b",                                         # control character
+    "channels=a%7Fb",                                         # DEL
+    "channels=a%FFb",                                         # invalid UTF-8
+    "channels=" + "x" * 257,                                  # too long
+    "channels=a%zzb",                                         # bad escape
+])
+def test_query_channels_invalid_is_400(broker, query):
+    r = req(broker, upgrade_request("/ws?" + query))
+    assert_closing_answer(r, 400)
+
+
+def test_query_channel_256_bytes_ok(broker):
+    r = http_exchange(broker.port, upgrade_request("/ws?channels=" + "y" * 256), 1 * SLOW)[0]
+    assert r.startswith(b"HTTP/1.1 101 "), r[:200]
+
+
+def test_query_channels_first_frame_is_batch(broker, redis):
+    a = uniq("first")
+
+    async def body():
+        ws = await ws_connect(broker.port, "/ws?channels=" + a)
+        try:
+            wait_subscribed(redis.port, a)
+            publish(redis.port, a, '"hello"')
+            text = await recv_text(ws)
+            ch, msgs = parse_batch(text)  # the first frame is the batch
+            assert ch == a and msgs == ['"hello"'], text
+            # ... and a later subscribe is acked as usual.
+            await subscribe(ws, uniq("later"), rid=7)
+        finally:
+            await ws.close()
+    run(body())
