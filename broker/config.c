@@ -39,6 +39,8 @@ static int set_path(struct cfg *, const struct cfg_key *, const char *, char *, 
 static int set_str(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
 static int set_log_level(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
 static int set_workers(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
+static int set_secret(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
+static int set_secret_file(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
 
 #define OFF(f) offsetof(struct cfg, f)
 #define KiB 1024LL
@@ -76,6 +78,19 @@ static const struct cfg_key cfg_keys[] = {
      "each worker logs a one-line summary this often; 0 turns it off"},
     {"pid_file", "", set_str, OFF(pid_file), 0, 0, 0,
      "file the master writes its process id to; empty means none"},
+    {"auth_secret", "", set_secret, OFF(auth_secret), 0, 0, CFG_RELOAD,
+     "HS256 key: when set, every handshake needs a valid JWT (?token= or Bearer)"},
+    {"auth_secret_file", "", set_secret_file, OFF(auth_secret_file), 0, 0, CFG_RELOAD,
+     "file holding auth_secret (trailing newline ignored), instead of auth_secret"},
+    {"allowed_origins", "", set_str, OFF(allowed_origins), 0, 0, CFG_RELOAD,
+     "space-separated Origins allowed to connect (e.g. https://app.example); empty: any"},
+    {"max_connections", "0", set_int, OFF(max_connections), 0, 10000000, CFG_RELOAD,
+     "connections per worker, over it 503; 0: what the open-file limit allows minus 64"},
+    {"max_subscriptions_per_client", "100", set_int, OFF(max_subscriptions_per_client), 1,
+     1000000, CFG_RELOAD, "more subscriptions get error limit"},
+    {"max_control_per_s", "50", set_int, OFF(max_control_per_s), 1, 1000000, CFG_RELOAD,
+     "control messages per second per client (bursts of twice that); over it error limit, "
+     "then close 1008 if it goes on"},
     {"log_level", "info", set_log_level, OFF(log_level), 0, 0, CFG_RELOAD,
      "error, warn, info or debug"},
     {"log_file", "", set_str, OFF(log_file), 0, 0, 0,
@@ -198,6 +213,49 @@ static int set_workers(struct cfg *c, const struct cfg_key *k, const char *v, ch
         return -1;
     }
     c->workers = (int)n;
+    return 0;
+}
+
+static int set_secret(struct cfg *c, const struct cfg_key *k, const char *v, char *why,
+                      size_t whylen)
+{
+    if (*v && c->auth_secret_file && *c->auth_secret_file) {
+        snprintf(why, whylen, "give auth_secret or auth_secret_file, not both");
+        return -1;
+    }
+    return set_str(c, k, v, why, whylen);
+}
+
+/* Reads the secret from a file, so that it stays out of the main config. */
+static int set_secret_file(struct cfg *c, const struct cfg_key *k, const char *v, char *why,
+                           size_t whylen)
+{
+    char buf[4097];
+    size_t n;
+    FILE *f;
+
+    if (*v == '\0')
+        return set_str(c, k, v, why, whylen);
+    if (c->auth_secret && *c->auth_secret) {
+        snprintf(why, whylen, "give auth_secret or auth_secret_file, not both");
+        return -1;
+    }
+    if ((f = fopen(v, "r")) == NULL) {
+        snprintf(why, whylen, "cannot read: %s", strerror(errno));
+        return -1;
+    }
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    if (n == 0 || n >= sizeof(buf) - 1) {
+        snprintf(why, whylen, "the file must hold a secret of 1 to 4095 bytes");
+        return -1;
+    }
+    if (replace_str(&c->auth_secret, buf, n) != 0 || set_str(c, k, v, why, whylen) != 0) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
     return 0;
 }
 
@@ -384,6 +442,9 @@ void cfg_free(struct cfg *c)
     free(c->ws_path);
     free(c->log_file);
     free(c->pid_file);
+    free(c->auth_secret);
+    free(c->auth_secret_file);
+    free(c->allowed_origins);
     free(c->file);
     memset(c, 0, sizeof(*c));
 }
@@ -444,7 +505,8 @@ int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
             goto fail;
         }
         seen[k - cfg_keys] = 1;
-        if (*val == '\0' && k->set != set_str) {
+        if (*val == '\0' && k->set != set_str && k->set != set_secret &&
+            k->set != set_secret_file) {
             snprintf(err, errlen, "%s:%d: key '%s': missing value", path, lineno, key);
             goto fail;
         }

@@ -37,6 +37,12 @@ struct cfg {
     int workers;          /* 0: auto */
     long long stats_interval_s;
     char *pid_file;
+    char *auth_secret;       /* "" when auth is off */
+    char *auth_secret_file;
+    char *allowed_origins;   /* space-separated; "" allows any */
+    long long max_connections;
+    long long max_subscriptions_per_client;
+    long long max_control_per_s;
     int log_level;
     char *log_file;
 

@@ -4,8 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
@@ -35,13 +39,36 @@ void http_init(struct http_env *e)
     env = e;
 }
 
+/* Over max_connections: answer 503 at once, without reading the request
+ * (the write fits in any socket buffer), and close. */
+static void refuse_busy(int fd)
+{
+    static const char resp[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                               "Content-Type: text/plain; charset=utf-8\r\n"
+                               "Content-Length: 17\r\n"
+                               "Retry-After: 1\r\n"
+                               "Connection: close\r\n\r\n"
+                               "too many clients\n";
+
+    stats->errors_total[ERR_HTTP_503]++;
+    if (write(fd, resp, sizeof(resp) - 1) < 0) {
+        /* the client is gone already */
+    }
+    shutdown(fd, SHUT_WR);
+    close(fd);
+}
+
 void http_accept(struct conn_set *set, int fd)
 {
-    struct http_conn *h = calloc(1, sizeof(*h));
+    struct http_conn *h;
     struct conn *c;
 
     stats->connections_total++;
-    if (h == NULL) {
+    if (conn_set_count(set) >= env->max_connections) {
+        refuse_busy(fd);
+        return;
+    }
+    if ((h = calloc(1, sizeof(*h))) == NULL) {
         close(fd);
         return;
     }
@@ -168,12 +195,64 @@ done:
     return rc;
 }
 
+/* 1 when the request's Origin may connect: allowed_origins is empty, the
+ * request has no Origin (not a browser), or it is listed. */
+static int origin_ok(const struct proto_http_req *r)
+{
+    const char *list = env->cfg->allowed_origins, *p = list;
+    struct proto_json_span o = proto_http_header(r, "Origin");
+
+    if (*list == '\0' || o.p == NULL)
+        return 1;
+    while (*p) {
+        size_t n;
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            p++;
+        n = strcspn(p, " ,\t");
+        if (n > 0 && n == o.n && strncasecmp(p, o.p, n) == 0)
+            return 1;
+        p += n;
+    }
+    return 0;
+}
+
+/* With auth_secret set: the token from ?token= or Authorization: Bearer,
+ * verified. Returns 0 with *grant set (NULL when auth is off), or -1 after
+ * answering 401. */
+static int authenticate(struct conn *c, const struct proto_http_req *r,
+                        struct auth_grant **grant)
+{
+    const char *secret = env->cfg->auth_secret, *why = "no token";
+    struct proto_json_span h = proto_http_header(r, "Authorization");
+    struct proto_buf tok = {0};
+    int found;
+
+    *grant = NULL;
+    if (*secret == '\0')
+        return 0;
+    found = proto_http_query_param(r->query, "token", &tok);
+    if (found == 0 && h.p != NULL && h.n > 7 && strncasecmp(h.p, "Bearer ", 7) == 0) {
+        found = proto_buf_append(&tok, h.p + 7, h.n - 7) == 0 ? 1 : -1;
+    }
+    if (found == 1)
+        *grant = auth_verify(secret, strlen(secret), tok.data, tok.len, (int64_t)time(NULL),
+                             &why);
+    proto_buf_free(&tok);
+    if (*grant != NULL)
+        return 0;
+    stats->errors_total[ERR_HTTP_401]++;
+    log_info("fd %d: handshake refused (401): %s", c->fd, found < 0 ? "malformed token" : why);
+    respond(c, 401, "Unauthorized", "WWW-Authenticate: Bearer\r\n", "unauthorized\n", 0);
+    return -1;
+}
+
 static void upgrade(struct conn *c, const struct proto_http_req *r, const char *rest,
                     size_t rest_len)
 {
     struct proto_json_span key = proto_http_header(r, "Sec-WebSocket-Key");
     struct proto_json_span ver = proto_http_header(r, "Sec-WebSocket-Version");
     struct proto_buf channels = {0};
+    struct auth_grant *grant = NULL;
     char accept[29], resp[160];
     int n;
 
@@ -203,7 +282,14 @@ static void upgrade(struct conn *c, const struct proto_http_req *r, const char *
         reject(c, ERR_HTTP_400, 400, "Bad Request", NULL, "invalid Sec-WebSocket-Key\n");
         return;
     }
+    if (!origin_ok(r)) {
+        reject(c, ERR_HTTP_403, 403, "Forbidden", NULL, "origin not allowed\n");
+        return;
+    }
+    if (authenticate(c, r, &grant) != 0)
+        return;
     if (query_channels(r, &channels) != 0) {
+        auth_grant_free(grant);
         proto_buf_free(&channels);
         reject(c, ERR_HTTP_400, 400, "Bad Request", NULL,
                "invalid ?channels= list (comma-separated names of 1-256 bytes, "
@@ -220,6 +306,7 @@ static void upgrade(struct conn *c, const struct proto_http_req *r, const char *
                  accept);
     if (conn_send_copy(c, resp, (size_t)n) != 0) {
         proto_buf_free(&channels);
+        auth_grant_free(grant);
         conn_kill(c);
         return;
     }
@@ -230,7 +317,7 @@ static void upgrade(struct conn *c, const struct proto_http_req *r, const char *
         struct proto_buf head = h->head;
         h->head.data = NULL;
         on_free(c);
-        sess_start(c, channels.len ? channels.data : NULL, channels.len, rest, rest_len);
+        sess_start(c, channels.len ? channels.data : NULL, channels.len, rest, rest_len, grant);
         proto_buf_free(&head);
     }
     proto_buf_free(&channels);

@@ -2,8 +2,11 @@
  *
  * A new connection first reads one request head (at most 8 KiB; slower than
  * handshake_timeout_ms and it is closed). Then:
+ *   over max_connections (at accept)             -> 503
  *   GET <ws_path> with a valid RFC 6455 upgrade  -> 101, and the connection
  *                                                  becomes a session
+ *   Origin not in allowed_origins                -> 403
+ *   auth_secret set and no valid token           -> 401
  *   GET <ws_path> without an upgrade             -> 426
  *   Sec-WebSocket-Version other than 13          -> 426 + Sec-WebSocket-Version: 13
  *   GET|HEAD /healthz                            -> 200 "ok" / 503 while Redis is down
@@ -20,6 +23,7 @@ struct cfg;
 
 struct http_env {
     const struct cfg *cfg;
+    size_t max_connections; /* per worker, resolved from cfg (0: auto) */
     int (*healthy)(void *arg); /* 1 while the Redis link is up */
     void *arg;
 };

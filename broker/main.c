@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include <errno.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -27,6 +28,18 @@ static void usage(FILE *out)
             "\n"
             "Configuration keys ([restart]: a reload cannot change it):\n");
     cfg_print_keys(out);
+}
+
+/* Connections are file descriptors: take the hard limit, as nginx's
+ * worker_rlimit_nofile would. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 }
 
 static int write_pid(const char *path)
@@ -84,6 +97,11 @@ int main(int argc, char **argv)
         return 1;
     }
     log_info("broker %s starting (config %s)", BROKER_VERSION, file ? file : "defaults");
+    raise_nofile();
+    if (cfg.auth_secret[0] == '\0')
+        log_warn("auth_secret is not set: any client may subscribe to any channel");
+    else if (strlen(cfg.auth_secret) < 32)
+        log_warn("auth_secret is shorter than 32 bytes: tokens are easier to forge");
     if (cfg.pid_file && *cfg.pid_file && write_pid(cfg.pid_file) != 0) {
         log_error("pid_file %s: %s", cfg.pid_file, strerror(errno));
         log_close();

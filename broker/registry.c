@@ -293,6 +293,18 @@ static void sub_remove(struct reg *r, struct reg_sub *s)
     }
 }
 
+int reg_is_subscribed(const struct reg_client *cl, const char *name, size_t len)
+{
+    const struct reg_sub *s;
+
+    for (s = cl->subs; s != NULL; s = s->cnext) {
+        const struct reg_channel *ch = s->group->ch;
+        if (ch->len == len && memcmp(ch->name, name, len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 int reg_unsubscribe(struct reg *r, struct reg_client *cl, const char *name, size_t len)
 {
     struct reg_sub **pp, *s;

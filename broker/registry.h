@@ -64,6 +64,9 @@ enum reg_result {
  * flush). Returns an enum reg_result, or -1 on ENOMEM (nothing changed). */
 int reg_subscribe(struct reg *r, struct reg_client *cl, const char *name, size_t len,
                   struct filter *f);
+/* 1 when cl is subscribed to channel name[0..len). */
+int reg_is_subscribed(const struct reg_client *cl, const char *name, size_t len);
+
 /* Returns 0 when removed, 1 when cl was not subscribed. */
 int reg_unsubscribe(struct reg *r, struct reg_client *cl, const char *name, size_t len);
 /* Drops every subscription of cl (the client is going away). */

@@ -4,9 +4,11 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <wslay/wslay.h>
 
+#include "auth.h"
 #include "config.h"
 #include "filter.h"
 #include "log.h"
@@ -27,6 +29,10 @@ struct sess {
     uint64_t ping_sent_ms;      /* 0 when no ping is outstanding */
     uint8_t mid_message;        /* a fragmented message is open */
     uint8_t in_feed;            /* inside wslay: ws must not be freed */
+    uint32_t strikes;           /* control messages refused in a row (rate) */
+    double tokens;              /* control-message rate bucket */
+    uint64_t refill_ms;
+    struct auth_grant *grant;   /* owned; NULL when auth is off */
 };
 
 static struct sess_env *env;
@@ -42,6 +48,8 @@ static void on_tick(struct conn *c, uint64_t now);
 static void on_free(struct conn *c);
 
 static const struct conn_ops sess_ops = {on_read, on_tick, on_free};
+
+static int ws_new(struct sess *s);
 
 void sess_init(struct sess_env *e)
 {
@@ -136,35 +144,93 @@ static void reply_error(struct sess *s, enum proto_error code, const char *why,
         send_reply(s);
 }
 
+/* Token bucket: max_control_per_s per second, bursts of twice that. Returns
+ * 1 when the message may be handled. A client that keeps sending through a
+ * full second's worth of refusals is closed with 1008. */
+static int rate_ok(struct sess *s)
+{
+    double rate = (double)env->cfg->max_control_per_s, cap = 2 * rate;
+    uint64_t now = conn_now_ms();
+
+    s->tokens += (double)(now - s->refill_ms) * rate / 1000.0;
+    if (s->tokens > cap)
+        s->tokens = cap;
+    s->refill_ms = now;
+    if (s->tokens >= 1.0) {
+        s->tokens -= 1.0;
+        s->strikes = 0;
+        return 1;
+    }
+    stats->errors_total[ERR_RATE_LIMIT]++;
+    if (++s->strikes > (uint32_t)env->cfg->max_control_per_s) {
+        log_info("fd %d: control messages over %lld/s for too long, closing", s->conn->fd,
+                 env->cfg->max_control_per_s);
+        sess_close(s->conn, PROTO_CLOSE_POLICY, "too many control messages");
+    }
+    return 0;
+}
+
+/* Checks what a subscribe to name may do: auth grant, then the
+ * per-client subscription limit (re-subscribing is never over it).
+ * Returns PROTO_OK or the error to answer with. */
+static enum proto_error may_subscribe(struct sess *s, const char *name, size_t len,
+                                      const char **why)
+{
+    if (env->cfg->auth_secret[0] != '\0' &&
+        (s->grant == NULL || !auth_allows(s->grant, name, len))) {
+        stats->errors_total[ERR_FORBIDDEN]++;
+        *why = "your token does not grant this channel";
+        return PROTO_ERR_FORBIDDEN;
+    }
+    if (s->client.nsubs >= (uint64_t)env->cfg->max_subscriptions_per_client &&
+        !reg_is_subscribed(&s->client, name, len)) {
+        stats->errors_total[ERR_SUB_LIMIT]++;
+        *why = "too many subscriptions (max_subscriptions_per_client)";
+        return PROTO_ERR_LIMIT;
+    }
+    return PROTO_OK;
+}
+
 static void handle_control(struct sess *s, const char *msg, size_t n)
 {
     struct proto_request req;
+    struct filter *f = NULL;
     const char *why;
     enum proto_error e;
-    int r;
+    int r, empty;
 
+    if (s->conn->state != CONN_OPEN)
+        return;
     req.channel = &channel_buf;
     e = proto_request_decode(msg, n, &req, &why);
+    if (!rate_ok(s)) {
+        if (s->conn->state == CONN_OPEN)
+            reply_error(s, PROTO_ERR_LIMIT, "too many control messages; slow down", req.rid);
+        return;
+    }
     if (e != PROTO_OK) {
         stats->errors_total[ERR_BAD_REQUEST]++;
         log_debug("fd %d: bad request: %s", s->conn->fd, why);
         reply_error(s, e, why, req.rid);
         return;
     }
-    if (req.action == PROTO_ACTION_SUBSCRIBE) {
-        struct filter *f = NULL;
-        if (req.filter.n > 0) {
-            int empty;
+    if (req.action == PROTO_ACTION_UNSUBSCRIBE) {
+        r = reg_unsubscribe(env->reg, &s->client, channel_buf.data, channel_buf.len);
+    } else {
+        e = may_subscribe(s, channel_buf.data, channel_buf.len, &why);
+        if (e == PROTO_OK && req.filter.n > 0) {
             f = filter_compile(req.filter.p, req.filter.n, &empty, &why);
             if (f == NULL && !empty) {
                 stats->errors_total[ERR_BAD_FILTER]++;
-                reply_error(s, PROTO_ERR_BAD_FILTER, why, req.rid);
-                return;
+                e = PROTO_ERR_BAD_FILTER;
             }
         }
+        if (e != PROTO_OK) {
+            reply_error(s, e, why, req.rid);
+            return;
+        }
         r = reg_subscribe(env->reg, &s->client, channel_buf.data, channel_buf.len, f);
-    } else
-        r = reg_unsubscribe(env->reg, &s->client, channel_buf.data, channel_buf.len);
+    }
     if (r < 0) {
         reply_error(s, PROTO_ERR_LIMIT, "out of memory", req.rid);
         return;
@@ -218,6 +284,18 @@ static void ws_free(struct sess *s)
     s->mid_message = 0;
 }
 
+static int ws_new(struct sess *s)
+{
+    if (wslay_event_context_server_init(&s->ws, &ws_callbacks, s) != 0) {
+        s->ws = NULL;
+        conn_kill(s->conn);
+        return -1;
+    }
+    wslay_event_config_set_max_recv_msg_length(s->ws,
+                                               (uint64_t)env->cfg->max_client_message_bytes);
+    return 0;
+}
+
 /* The close wslay sent tells what went wrong, for the counters. */
 static void count_close(uint16_t code)
 {
@@ -234,15 +312,8 @@ static void feed(struct sess *s, const char *p, size_t n)
 {
     int r;
 
-    if (s->ws == NULL) {
-        if (wslay_event_context_server_init(&s->ws, &ws_callbacks, s) != 0) {
-            s->ws = NULL;
-            conn_kill(s->conn);
-            return;
-        }
-        wslay_event_config_set_max_recv_msg_length(
-            s->ws, (uint64_t)env->cfg->max_client_message_bytes);
-    }
+    if (s->ws == NULL && ws_new(s) != 0)
+        return;
     s->feed = p;
     s->feed_len = n;
     s->fed += n;
@@ -293,6 +364,11 @@ static void on_tick(struct conn *c, uint64_t now)
     uint64_t ping_ms = (uint64_t)env->cfg->ping_interval_s * 1000;
     uint64_t pong_ms = (uint64_t)env->cfg->pong_timeout_s * 1000;
 
+    if (s->grant != NULL && s->grant->exp != 0 && (int64_t)time(NULL) >= s->grant->exp) {
+        stats->errors_total[ERR_TOKEN_EXPIRED]++;
+        sess_close(c, PROTO_CLOSE_TOKEN_EXPIRED, "token expired");
+        return;
+    }
     if (ping_ms == 0)
         return;
     if (s->ping_sent_ms == 0) {
@@ -311,6 +387,7 @@ static void on_free(struct conn *c)
 
     reg_unsubscribe_all(env->reg, &s->client);
     ws_free(s);
+    auth_grant_free(s->grant);
     stats->connections--;
     free(s);
 }
@@ -349,25 +426,50 @@ void sess_deliver(void *arg, struct reg_client *cl, struct frame *f)
     sess_close(c, PROTO_CLOSE_POLICY, "slow consumer");
 }
 
+/* Sends one text message outside of a feed (the error answers to
+ * ?channels= at the start), creating wslay's context for it. */
+static void send_text_now(struct sess *s)
+{
+    if (s->ws == NULL && ws_new(s) != 0)
+        return;
+    send_reply(s);
+    if (wslay_event_send(s->ws) == 0)
+        flush_wsout(s);
+    proto_buf_reset(&wsout);
+    if (s->fed == s->consumed && !s->mid_message)
+        ws_free(s);
+}
+
 int sess_start(struct conn *c, const char *channels, size_t channels_len,
-               const char *rest, size_t rest_len)
+               const char *rest, size_t rest_len, struct auth_grant *grant)
 {
     struct sess *s = calloc(1, sizeof(*s));
-    const char *p = channels, *end = channels + channels_len;
+    const char *p = channels, *end = channels + channels_len, *why;
+    struct proto_json_span no_rid = {NULL, 0};
 
     if (s == NULL) {
+        auth_grant_free(grant);
         conn_kill(c);
         return -1;
     }
     s->conn = c;
-    s->last_rx_ms = conn_now_ms();
+    s->grant = grant;
+    s->last_rx_ms = s->refill_ms = conn_now_ms();
+    s->tokens = 2.0 * (double)env->cfg->max_control_per_s;
     c->owner = s;
     c->ops = &sess_ops;
     stats->connections++;
     stats->sessions_total++;
+    /* ?channels= subscriptions get no ack; refusals get the error frame a
+     * subscribe message would. */
     while (channels != NULL && p < end) {
         size_t n = strlen(p);
-        if (reg_subscribe(env->reg, &s->client, p, n, NULL) < 0) {
+        enum proto_error e = may_subscribe(s, p, n, &why);
+        if (e != PROTO_OK) {
+            proto_buf_reset(&reply_buf);
+            if (proto_error_encode(&reply_buf, e, why, no_rid) == 0)
+                send_text_now(s);
+        } else if (reg_subscribe(env->reg, &s->client, p, n, NULL) < 0) {
             conn_kill(c);
             return -1;
         }

@@ -22,6 +22,7 @@
 #include "registry.h"
 
 struct cfg;
+struct auth_grant;
 
 /* What every session of a worker shares; owned by the worker, which must
  * keep it valid while sessions exist (cfg may be swapped on reload). */
@@ -40,11 +41,13 @@ void sess_deliver(void *arg, struct reg_client *cl, struct frame *f);
 
 /* Turns an upgraded connection into a session. channels (may be NULL) holds
  * the already-validated names of ?channels=, as consecutive NUL-separated
- * strings of total length channels_len; they are subscribed without acks.
- * rest[0..rest_len) are bytes that followed the HTTP request head. Returns
- * 0, or -1 on ENOMEM (the connection is then killed). */
+ * strings of total length channels_len; they are subscribed without acks
+ * (a channel the grant does not allow gets an error frame `forbidden`).
+ * rest[0..rest_len) are bytes that followed the HTTP request head. grant is
+ * what the client's token allows (NULL when auth is off); the session takes
+ * it. Returns 0, or -1 on ENOMEM (the connection is then killed). */
 int sess_start(struct conn *c, const char *channels, size_t channels_len,
-               const char *rest, size_t rest_len);
+               const char *rest, size_t rest_len, struct auth_grant *grant);
 
 /* Sends close frame `code` with `reason` and closes gracefully, if c is an
  * open session. */

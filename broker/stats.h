@@ -24,6 +24,9 @@ enum stats_err {
     ERR_HTTP_405,
     ERR_HTTP_426,
     ERR_HTTP_431,
+    ERR_HTTP_401,         /* missing or invalid token */
+    ERR_HTTP_403,         /* Origin not allowed */
+    ERR_HTTP_503,         /* max_connections reached */
     ERR_HANDSHAKE_TIMEOUT,
     ERR_BAD_REQUEST,      /* control message answered with bad_request */
     ERR_BAD_FILTER,       /* subscribe answered with bad_filter */
@@ -32,6 +35,10 @@ enum stats_err {
     ERR_WS_1007,          /* invalid UTF-8 */
     ERR_WS_1009,          /* message too big */
     ERR_PONG_TIMEOUT,
+    ERR_FORBIDDEN,        /* subscribe outside the token's channels */
+    ERR_SUB_LIMIT,        /* max_subscriptions_per_client */
+    ERR_RATE_LIMIT,       /* control message over max_control_per_s */
+    ERR_TOKEN_EXPIRED,    /* closed with 4001 */
     ERR_NREASONS
 };
 

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -262,8 +263,26 @@ static void stats_cb(evutil_socket_t fd, short what, void *arg)
     stats_arm(w);
 }
 
+/* max_connections 0 means what the open-file limit allows, keeping 64
+ * descriptors for Redis, the listener, logs and the loop itself. */
+static size_t resolve_max_connections(const struct cfg *c)
+{
+    struct rlimit rl;
+    size_t cap = 1024;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        cap = rl.rlim_cur > 128 ? (size_t)rl.rlim_cur - 64 : 64;
+    if (c->max_connections > 0 && (size_t)c->max_connections <= cap)
+        return (size_t)c->max_connections;
+    if (c->max_connections > 0)
+        log_warn("max_connections %lld is over what the open-file limit allows; using %zu",
+                 c->max_connections, cap);
+    return cap;
+}
+
 static void apply_config(struct worker *w)
 {
+    w->henv.max_connections = resolve_max_connections(w->cfg);
     log_set_level((enum log_level)w->cfg->log_level);
     batcher_configure(reg_batcher(w->reg), w->cfg->batch_interval_ms, w->cfg->batch_max_bytes);
     conn_set_set_max_pending(w->conns, (size_t)w->cfg->max_pending_bytes);
@@ -433,6 +452,7 @@ int worker_run(struct cfg *cfg, int listen_fd)
     w.senv.cfg = cfg;
     sess_init(&w.senv);
     w.henv.cfg = cfg;
+    w.henv.max_connections = resolve_max_connections(cfg);
     w.henv.healthy = healthy;
     w.henv.arg = &w;
     http_init(&w.henv);
