@@ -462,30 +462,28 @@ static char *trim(char *s)
     return s;
 }
 
-int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
+/* Parses the lines of f, named path in messages, over c (which holds the
+ * defaults). Returns 0, or -1 with err filled. */
+static int parse_stream(struct cfg *c, FILE *f, const char *path, char *err, size_t errlen)
 {
-    FILE *f = NULL;
-    char line[4096], why[256];
+    char *line = NULL, why[256];
+    size_t cap = 0;
+    ssize_t n;
     unsigned char seen[NKEYS] = {0};
-    int lineno = 0;
+    int lineno = 0, rc = -1;
 
-    if (cfg_defaults(c) != 0) {
-        snprintf(err, errlen, "%s: out of memory", path);
-        return -1;
-    }
-    if ((f = fopen(path, "r")) == NULL) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        goto fail;
-    }
-    while (fgets(line, sizeof(line), f) != NULL) {
+    while ((n = getline(&line, &cap, f)) >= 0) {
         char *s, *key, *val;
         const struct cfg_key *k;
 
         lineno++;
-        if (strchr(line, '\n') == NULL && !feof(f)) {
-            snprintf(err, errlen, "%s:%d: line longer than %zu bytes", path, lineno,
-                     sizeof(line) - 2);
-            goto fail;
+        if (n > 4096) {
+            snprintf(err, errlen, "%s:%d: line longer than 4096 bytes", path, lineno);
+            goto done;
+        }
+        if (memchr(line, '\0', (size_t)n) != NULL) {
+            snprintf(err, errlen, "%s:%d: NUL byte in line", path, lineno);
+            goto done;
         }
         s = trim(line);
         if (*s == '\0' || *s == '#')
@@ -497,41 +495,67 @@ int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
             *s++ = '\0';
         val = trim(s);
         if ((k = find_key(key)) == NULL) {
-            snprintf(err, errlen, "%s:%d: unknown key '%s'", path, lineno, key);
-            goto fail;
+            snprintf(err, errlen, "%s:%d: unknown key '%.64s'", path, lineno, key);
+            goto done;
         }
         if (seen[k - cfg_keys]) {
             snprintf(err, errlen, "%s:%d: key '%s' given twice", path, lineno, key);
-            goto fail;
+            goto done;
         }
         seen[k - cfg_keys] = 1;
         if (*val == '\0' && k->set != set_str && k->set != set_secret &&
             k->set != set_secret_file) {
             snprintf(err, errlen, "%s:%d: key '%s': missing value", path, lineno, key);
-            goto fail;
+            goto done;
         }
         if (k->set(c, k, val, why, sizeof(why)) != 0) {
-            snprintf(err, errlen, "%s:%d: key '%s': invalid value '%s' (%s)", path,
-                     lineno, key, val, why);
-            goto fail;
+            /* A secret is never echoed into a log. */
+            snprintf(err, errlen, "%s:%d: key '%s': invalid value '%.128s' (%s)", path, lineno,
+                     key, k->set == set_secret ? "(hidden)" : val, why);
+            goto done;
         }
     }
     if (ferror(f)) {
         snprintf(err, errlen, "%s: read error: %s", path, strerror(errno));
-        goto fail;
+        goto done;
     }
-    fclose(f);
+    rc = 0;
+done:
+    free(line);
+    return rc;
+}
+
+int cfg_load_stream(struct cfg *c, FILE *f, const char *path, char *err, size_t errlen)
+{
+    if (cfg_defaults(c) != 0) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
+    if (parse_stream(c, f, path, err, errlen) != 0) {
+        cfg_free(c);
+        return -1;
+    }
     if ((c->file = strdup(path)) == NULL) {
         snprintf(err, errlen, "%s: out of memory", path);
         cfg_free(c);
         return -1;
     }
     return 0;
-fail:
-    if (f != NULL)
-        fclose(f);
-    cfg_free(c);
-    return -1;
+}
+
+int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    int r;
+
+    if (f == NULL) {
+        memset(c, 0, sizeof(*c));
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    r = cfg_load_stream(c, f, path, err, errlen);
+    fclose(f);
+    return r;
 }
 
 void cfg_print_keys(FILE *out)

@@ -57,6 +57,9 @@ int cfg_defaults(struct cfg *c);
  * read). On failure c is left freed. */
 int cfg_load(struct cfg *c, const char *path, char *err, size_t errlen);
 
+/* The same from an open stream, named path in messages (c->file = path). */
+int cfg_load_stream(struct cfg *c, FILE *f, const char *path, char *err, size_t errlen);
+
 /* Frees what c owns; c may then be reloaded. Safe on a zeroed cfg. */
 void cfg_free(struct cfg *c);
 
