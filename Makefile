@@ -30,7 +30,13 @@ PYTEST := /usr/bin/python3 -m pytest -q -p no:cacheprovider
 
 TOOLS := $(patsubst scripts/%.c,$(BUILD)/%,$(wildcard scripts/loadgen.c scripts/publish.c))
 
-.PHONY: all deps test unit integration asan test-asan run clean
+# libFuzzer harnesses (test/fuzz/), built with clang against the same
+# sources; `make fuzz` runs each for FUZZ_TIME seconds from the seed corpus.
+FUZZ_TIME ?= 60
+FUZZERS   := $(patsubst test/fuzz/%.c,build/fuzz/%,$(wildcard test/fuzz/fuzz_*.c))
+FUZZ_SAN  := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+.PHONY: all deps test unit integration asan test-asan run clean fuzz fuzz-build fuzz-libs
 all: $(BUILD)/broker $(TOOLS)
 
 deps:
@@ -75,6 +81,28 @@ test: deps
 
 run: deps all
 	scripts/run.sh
+
+fuzz-libs:
+	$(MAKE) BUILD=build/fuzz/lib CC=clang CFLAGS="-g -O1 -fsanitize=fuzzer-no-link $(FUZZ_SAN)" \
+		build/fuzz/lib/libbroker.a build/fuzz/lib/libproto.a
+
+build/fuzz/fuzz_%: test/fuzz/fuzz_%.c fuzz-libs
+	clang -D_GNU_SOURCE -I. $(WARN) -g -O1 -fsanitize=fuzzer $(FUZZ_SAN) $< \
+		build/fuzz/lib/libbroker.a build/fuzz/lib/libproto.a $(LIBS) -o $@
+
+fuzz-build: $(FUZZERS)
+
+fuzz: fuzz-build
+	@for f in $(FUZZERS); do \
+		n=$${f#build/fuzz/fuzz_}; mkdir -p build/fuzz/corpus/$$n build/fuzz/crashes; \
+		echo "== $$f for $(FUZZ_TIME) s"; \
+		$$f -max_total_time=$(FUZZ_TIME) -max_len=16384 -timeout=10 -rss_limit_mb=2048 \
+			-print_final_stats=1 -artifact_prefix=build/fuzz/crashes/$$n- \
+			build/fuzz/corpus/$$n test/fuzz/corpus/$$n 2>&1 | \
+			grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::new_units_added|==[0-9]+==ERROR|SUMMARY|artifact_prefix)" ; \
+		test $${PIPESTATUS:-0} = 0 || exit 1; \
+		ls build/fuzz/crashes/$$n-* >/dev/null 2>&1 && { echo "$$f: crash, see build/fuzz/crashes"; exit 1; }; \
+	done; true
 
 clean:
 	rm -rf build

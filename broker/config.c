@@ -16,6 +16,7 @@
 #include "log.h"
 
 #define CFG_RELOAD 1u /* a reload may change it */
+#define CFG_SECRET 2u /* its value is never echoed in a message */
 
 struct cfg_key;
 typedef int (*cfg_setter)(struct cfg *c, const struct cfg_key *k, const char *v,
@@ -49,7 +50,7 @@ static int set_secret_file(struct cfg *, const struct cfg_key *, const char *, c
 static const struct cfg_key cfg_keys[] = {
     {"listen", "127.0.0.1:8080", set_listen, 0, 0, 0, 0,
      "HOST:PORT the WebSocket and HTTP endpoint listens on"},
-    {"redis_url", "redis://127.0.0.1:6379", set_redis_url, 0, 0, 0, 0,
+    {"redis_url", "redis://127.0.0.1:6379", set_redis_url, 0, 0, 0, CFG_SECRET,
      "redis://[[user]:password@]host[:port][/db]; AUTH and SELECT are sent when given"},
     {"batch_interval_ms", "200", set_int, OFF(batch_interval_ms), 0, 60000, CFG_RELOAD,
      "how often pending messages are flushed, per channel; 0 sends each message at once"},
@@ -78,7 +79,7 @@ static const struct cfg_key cfg_keys[] = {
      "each worker logs a one-line summary this often; 0 turns it off"},
     {"pid_file", "", set_str, OFF(pid_file), 0, 0, 0,
      "file the master writes its process id to; empty means none"},
-    {"auth_secret", "", set_secret, OFF(auth_secret), 0, 0, CFG_RELOAD,
+    {"auth_secret", "", set_secret, OFF(auth_secret), 0, 0, CFG_RELOAD | CFG_SECRET,
      "HS256 key: when set, every handshake needs a valid JWT (?token= or Bearer)"},
     {"auth_secret_file", "", set_secret_file, OFF(auth_secret_file), 0, 0, CFG_RELOAD,
      "file holding auth_secret (trailing newline ignored), instead of auth_secret"},
@@ -219,7 +220,7 @@ static int set_workers(struct cfg *c, const struct cfg_key *k, const char *v, ch
 static int set_secret(struct cfg *c, const struct cfg_key *k, const char *v, char *why,
                       size_t whylen)
 {
-    if (*v && c->auth_secret_file && *c->auth_secret_file) {
+    if (c->auth_secret_file && *c->auth_secret_file) {
         snprintf(why, whylen, "give auth_secret or auth_secret_file, not both");
         return -1;
     }
@@ -511,7 +512,7 @@ static int parse_stream(struct cfg *c, FILE *f, const char *path, char *err, siz
         if (k->set(c, k, val, why, sizeof(why)) != 0) {
             /* A secret is never echoed into a log. */
             snprintf(err, errlen, "%s:%d: key '%s': invalid value '%.128s' (%s)", path, lineno,
-                     key, k->set == set_secret ? "(hidden)" : val, why);
+                     key, (k->flags & CFG_SECRET) ? "(hidden)" : val, why);
             goto done;
         }
     }

@@ -438,24 +438,19 @@ int proto_json_string_decode(struct proto_buf *out, struct proto_json_span s)
 int proto_json_string_eq(struct proto_json_span s, const char *lit)
 {
     size_t n = strlen(lit);
-
-    /* Fast path: no escapes, compare the raw bytes between the quotes. */
-    if (s.n == n + 2 && memcmp(s.p + 1, lit, n) == 0)
-        return 1;
-    if (memchr(s.p, '\\', s.n) == NULL)
-        return 0;
-    /* A decoded byte takes at most 6 bytes of escape, so a longer span cannot
-     * match; the literals compared here are short, so tmp always suffices and
-     * the decode below never has to grow the borrowed stack buffer. */
-    char tmp[128];
     struct proto_buf b = {0};
     int eq;
-    if (s.n > 6 * n + 2 || s.n > sizeof(tmp))
+
+    /* Without escapes the bytes between the quotes are the string. */
+    if (memchr(s.p, '\\', s.n) == NULL)
+        return s.n == n + 2 && memcmp(s.p + 1, lit, n) == 0;
+    /* A decoded byte takes at most 6 bytes of escape (\u00XX), and escapes
+     * never decode to more bytes than they take. */
+    if (s.n < n + 2 || s.n > 6 * n + 2)
         return 0;
-    b.data = tmp;
-    b.cap = sizeof(tmp);
     if (proto_json_string_decode(&b, s) != 0)
         return 0;
     eq = b.len == n && memcmp(b.data, lit, n) == 0;
+    proto_buf_free(&b);
     return eq;
 }

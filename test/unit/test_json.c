@@ -184,7 +184,7 @@ static void ref_encode(struct proto_buf *out, const unsigned char *s, size_t n)
                 k = j;
             }
         }
-        if (k == (size_t)L) {
+        if (L > 1 && k == (size_t)L) {
             proto_buf_append(out, s + i, k);
             i += k;
         } else {
