@@ -444,7 +444,7 @@ int sess_start(struct conn *c, const char *channels, size_t channels_len,
                const char *rest, size_t rest_len, struct auth_grant *grant)
 {
     struct sess *s = calloc(1, sizeof(*s));
-    const char *p = channels, *end = channels + channels_len, *why;
+    const char *p = channels, *end = channels ? channels + channels_len : NULL, *why;
     struct proto_json_span no_rid = {NULL, 0};
 
     if (s == NULL) {

@@ -153,10 +153,11 @@ struct proto_json_span proto_http_header(const struct proto_http_req *req,
 
 int proto_http_has_token(struct proto_json_span v, const char *token)
 {
-    const char *p = v.p, *end = v.p + v.n;
+    const char *p = v.p, *end;
 
     if (v.p == NULL)
         return 0;
+    end = v.p + v.n;
     while (p < end) {
         const char *s, *e;
         while (p < end && (*p == ' ' || *p == '\t' || *p == ','))

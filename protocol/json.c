@@ -47,9 +47,13 @@ static size_t utf8_seq(cursor p, cursor end, size_t *sub)
 
 int proto_utf8_valid(const char *s, size_t n)
 {
-    cursor p = (cursor)s, end = p + n;
+    cursor p, end;
     size_t sub, k;
 
+    if (n == 0)
+        return 1; /* s may be NULL then */
+    p = (cursor)s;
+    end = p + n;
     while (p < end) {
         if (*p < 0x80) {
             p++;
@@ -224,8 +228,12 @@ static cursor v_value(cursor p, cursor end, int depth)
 
 int proto_json_validate(const char *s, size_t n)
 {
-    cursor p = (cursor)s, end = p + n;
+    cursor p, end;
 
+    if (n == 0)
+        return 0; /* s may be NULL then */
+    p = (cursor)s;
+    end = p + n;
     p = v_value(skip_ws(p, end), end, 0);
     return p != NULL && skip_ws(p, end) == end;
 }
@@ -234,9 +242,13 @@ static const char hexdig[] = "0123456789abcdef";
 
 int proto_json_encode_string(struct proto_buf *out, const char *s, size_t n)
 {
-    cursor p = (cursor)s, end = p + n, run;
+    cursor p, end, run;
     size_t sub, k;
 
+    if (n == 0)
+        return proto_buf_append(out, "\"\"", 2); /* s may be NULL then */
+    p = (cursor)s;
+    end = p + n;
     /* Worst case is 6 output bytes per input byte (\u00XX); reserving it up
      * front keeps the loop free of checks. */
     if (n > ((size_t)-1 - 2) / 6 || proto_buf_reserve(out, n * 6 + 2) != 0)
@@ -308,8 +320,12 @@ enum { IT_FIRST, IT_NEXT, IT_DONE };
 
 int proto_json_obj_begin(struct proto_json_obj_iter *it, const char *s, size_t n)
 {
-    cursor p = (cursor)s, end = p + n;
+    cursor p, end;
 
+    if (n == 0)
+        return -1;
+    p = (cursor)s;
+    end = p + n;
     p = skip_ws(p, end);
     if (p >= end || *p != '{')
         return -1;

@@ -1,0 +1,46 @@
+/* fuzz_json.c: the JSON validator, the string encoder (UTF-8 repair) and
+ * the object iterator must agree with each other on any input. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "protocol/json.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *p = (const char *)data;
+    struct proto_buf b = {0}, d = {0};
+    struct proto_json_obj_iter it;
+    struct proto_json_span k, v;
+    int valid = proto_json_validate(p, size), r;
+
+    /* Whatever the bytes, their string encoding is valid JSON, and decoding
+     * it gives back the input when the input was valid UTF-8. */
+    if (proto_json_encode_string(&b, p, size) != 0)
+        abort();
+    if (!proto_json_validate(b.data, b.len) || !proto_utf8_valid(b.data, b.len))
+        abort();
+    {
+        struct proto_json_span s = {b.data, b.len};
+        if (proto_json_string_decode(&d, s) != 0)
+            abort();
+        if (proto_utf8_valid(p, size) && (d.len != size || memcmp(d.data, p, size) != 0))
+            abort();
+    }
+    /* The iterator walks an object to its end exactly when it is valid. */
+    if (proto_json_obj_begin(&it, p, size) == 0) {
+        while ((r = proto_json_obj_next(&it, &k, &v)) == 1) {
+            proto_buf_reset(&d);
+            if (proto_json_string_decode(&d, k) != 0)
+                abort();
+            (void)proto_json_type_of(v);
+        }
+        if ((r == 0) != valid)
+            abort();
+    }
+    proto_buf_free(&b);
+    proto_buf_free(&d);
+    return 0;
+}
