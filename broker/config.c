@@ -92,6 +92,8 @@ static const struct cfg_key cfg_keys[] = {
     {"max_control_per_s", "50", set_int, OFF(max_control_per_s), 1, 1000000, CFG_RELOAD,
      "control messages per second per client (bursts of twice that); over it error limit, "
      "then close 1008 if it goes on"},
+    {"static_dir", "", set_str, OFF(static_dir), 0, 0, CFG_RELOAD,
+     "directory served at / (GET and HEAD only; e.g. protocol/demo); empty: off"},
     {"log_level", "info", set_log_level, OFF(log_level), 0, 0, CFG_RELOAD,
      "error, warn, info or debug"},
     {"log_file", "", set_str, OFF(log_file), 0, 0, 0,
@@ -442,6 +444,7 @@ void cfg_free(struct cfg *c)
     free(c->redis_password);
     free(c->ws_path);
     free(c->log_file);
+    free(c->static_dir);
     free(c->pid_file);
     free(c->auth_secret);
     free(c->auth_secret_file);

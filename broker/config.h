@@ -43,6 +43,7 @@ struct cfg {
     long long max_connections;
     long long max_subscriptions_per_client;
     long long max_control_per_s;
+    char *static_dir;        /* "" when off */
     int log_level;
     char *log_file;
 
