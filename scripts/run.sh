@@ -6,7 +6,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-CONF=${CONF:-broker.conf.example}
+EXAMPLE=${CONF:-broker.conf.example}
 BROKER=${BROKER:-build/broker}
 STATE=build/run
 REDIS_PID=""
@@ -38,6 +38,10 @@ else
     done
 fi
 
+# The example configuration, with the demo page served at /.
+CONF=$STATE/broker.conf
+sed "s#^static_dir\$#static_dir $PWD/protocol/demo#" "$EXAMPLE" > "$CONF"
+
 listen=$(sed -n 's/^listen[ \t]\{1,\}//p' "$CONF" | tail -n 1)
 path=$(sed -n 's/^ws_path[ \t]\{1,\}//p' "$CONF" | tail -n 1)
 listen=${listen:-127.0.0.1:8080}
@@ -45,11 +49,12 @@ path=${path:-/ws}
 
 cat <<MSG
 
+  Demo page:           http://$listen/
   WebSocket endpoint:  ws://$listen$path
   Subscribe by URL:    ws://$listen$path?channels=demo
   or send a frame:     {"action":"subscribe","channel":"demo","rid":1}
   Try it:              /usr/bin/python3 -m websockets 'ws://$listen$path?channels=demo'
-  Publish:             redis-cli -p 6379 PUBLISH demo '{"hello":"world"}'
+  Publish:             redis-cli -p 6379 PUBLISH demo "{\"ts\":$(date +%s%3N),\"hello\":\"world\"}"
   Health:              curl http://$listen/healthz
 
   Ctrl-C stops the broker.
