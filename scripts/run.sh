@@ -54,7 +54,7 @@ cat <<MSG
   Subscribe by URL:    ws://$listen$path?channels=demo
   or send a frame:     {"action":"subscribe","channel":"demo","rid":1}
   Try it:              /usr/bin/python3 -m websockets 'ws://$listen$path?channels=demo'
-  Publish:             redis-cli -p 6379 PUBLISH demo "{\"ts\":$(date +%s%3N),\"hello\":\"world\"}"
+  Publish:             redis-cli -p 6379 PUBLISH demo "{\"ts\":\$(date +%s%3N),\"hello\":\"world\"}"
   Health:              curl http://$listen/healthz
 
   Ctrl-C stops the broker.

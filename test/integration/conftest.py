@@ -2,6 +2,7 @@
 module, and factories for tests that need their own Redis or broker config.
 Every process started is killed by PID at teardown."""
 import os
+import shutil
 
 import pytest
 
@@ -21,6 +22,7 @@ def pytest_sessionstart(session):
 def _reap_everything():
     yield
     helpers.kill_all_live()
+    shutil.rmtree(helpers.TMP_ROOT, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -32,6 +33,12 @@ SLOW = 3.0 if "asan" in BROKER_BIN else 1.0
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
 
 LIVE = set()  # Popen objects not yet reaped
+# Every temporary file of the session lives under here; conftest removes it.
+TMP_ROOT = tempfile.mkdtemp(prefix="broker-it-")
+
+
+def tmpdir(prefix):
+    return tempfile.mkdtemp(prefix=prefix, dir=TMP_ROOT)
 
 
 def uniq(prefix="ch"):
@@ -190,6 +197,33 @@ def publish_many(port, items):
     return out
 
 
+class Monitor:
+    """A MONITOR connection: the commands Redis executes, in order."""
+
+    def __init__(self, port):
+        self.port = port
+        self.conn = RespConn(port, timeout=10 * SLOW)
+        assert self.conn.command("MONITOR") == "OK"
+
+    def close(self):
+        self.conn.close()
+
+    def until_marker(self):
+        """Runs a marker command and returns every command seen before it,
+        as lists of str arguments."""
+        marker = "marker-%s" % uuid.uuid4().hex
+        redis_command(self.port, "ECHO", marker)
+        seen = []
+        while True:
+            line = self.conn.read_reply()
+            assert isinstance(line, str), line
+            # e.g. 1700000000.123456 [0 127.0.0.1:5555] "SUBSCRIBE" "ch"
+            args = [a for a in line.split('"')[1::2]]
+            if args[:2] == ["ECHO", marker] or args[:2] == ["echo", marker]:
+                return seen
+            seen.append(args)
+
+
 def numsub(port, channel):
     r = redis_command(port, "PUBSUB", "NUMSUB", channel)
     return int(r[1])
@@ -207,7 +241,7 @@ class RedisServer:
     def __init__(self, port=None):
         self.port = port or free_port()
         self.proc = None
-        self.dir = tempfile.mkdtemp(prefix="it-redis-")
+        self.dir = tmpdir("redis-")
         self.log_path = os.path.join(self.dir, "redis.log")
 
     def start(self, timeout=10.0):
@@ -251,15 +285,36 @@ class RedisServer:
 # ---------------------------------------------------------------------------
 # The broker.
 
+_KEYS = []
+
+
+def broker_keys():
+    """The configuration keys `broker --help` lists."""
+    if not _KEYS:
+        p = subprocess.Popen([BROKER_BIN, "--help"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        LIVE.add(p)
+        try:
+            out = p.communicate(timeout=10 * SLOW)[0]
+        finally:
+            kill_proc(p)
+        _KEYS.extend(re.findall(r"^  ([a-z_]+) +default ", out.decode(), re.M))
+    return _KEYS
+
+
 class Broker:
     def __init__(self, redis_port, port=None, **cfg):
         self.port = port or free_port()
         self.redis_port = redis_port
-        self.dir = tempfile.mkdtemp(prefix="it-broker-")
+        self.dir = tmpdir("broker-")
         self.conf_path = os.path.join(self.dir, "broker.conf")
         self.log_path = os.path.join(self.dir, "broker.log")
         self.cfg = {"listen": "127.0.0.1:%d" % self.port,
                     "redis_url": "redis://127.0.0.1:%d" % redis_port}
+        if "workers" in broker_keys():
+            # One worker, one Redis connection: PUBSUB NUMSUB and PUBLISH
+            # replies count subscribers exactly, whatever the CPU count.
+            self.cfg["workers"] = "1"
         self.cfg.update({k: str(v) for k, v in cfg.items()})
         self.proc = None
 
@@ -389,6 +444,27 @@ def http_exchange(port, data, timeout=5.0, chunks=None):
 def http_request(port, data, timeout=5.0):
     raw, closed = http_exchange(port, data, timeout)
     return HttpResponse(raw, closed)
+
+
+def upgrade_response(port, data, timeout=10.0):
+    """Sends a request and returns the head of the answer, without waiting
+    for the connection to close (a 101 keeps it open)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout * SLOW)
+    try:
+        s.sendall(data)
+        got = b""
+        while b"\r\n\r\n" not in got:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+        return HttpResponse(got.split(b"\r\n\r\n")[0] + b"\r\n\r\n", False)
+    finally:
+        s.close()
+
+
+def upgrade_status(port, data, timeout=10.0):
+    return upgrade_response(port, data, timeout).status
 
 
 def ws_key():

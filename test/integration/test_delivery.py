@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from helpers import (SLOW, collect, parse_batch, publish, publish_many, recv_batch, recv_text,
+from helpers import (SLOW, collect, publish, publish_many, recv_batch, recv_text,
                      run, subscribe, sync_marker, uniq, wait_subscribed, wait_until, ws_connect)
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from helpers import (SLOW, HttpResponse, http_exchange, http_request, parse_batch, publish,
                      recv_batch, recv_text, run, subscribe, uniq, upgrade_request,
-                     wait_subscribed, wait_until, ws_accept, ws_connect)
+                     upgrade_response, upgrade_status, wait_subscribed, wait_until, ws_accept,
+                     ws_connect)
 
 
 def req(broker, data, timeout=5.0):
@@ -53,20 +54,10 @@ def test_upgrade_101_exact_accept_for_known_key(broker):
 def test_upgrade_negotiates_no_extension_and_no_subprotocol(broker):
     data = upgrade_request(extra="Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
                                  "Sec-WebSocket-Protocol: chat, superchat\r\n")
-    s = socket.create_connection(("127.0.0.1", broker.port), timeout=5 * SLOW)
-    try:
-        s.sendall(data)
-        got = b""
-        while b"\r\n\r\n" not in got:
-            d = s.recv(4096)
-            assert d, got
-            got += d
-        r = HttpResponse(got.split(b"\r\n\r\n")[0] + b"\r\n\r\n", False)
-        assert r.status == 101, r
-        assert r.header("Sec-WebSocket-Extensions") is None, r
-        assert r.header("Sec-WebSocket-Protocol") is None, r
-    finally:
-        s.close()
+    r = upgrade_response(broker.port, data)
+    assert r.status == 101, r
+    assert r.header("Sec-WebSocket-Extensions") is None, r
+    assert r.header("Sec-WebSocket-Protocol") is None, r
 
 
 def test_upgrade_field_names_case_insensitive_and_token_lists(broker):
@@ -74,19 +65,9 @@ def test_upgrade_field_names_case_insensitive_and_token_lists(broker):
     data = ("GET /ws HTTP/1.1\r\nhOST: t\r\nupgrade: websocket\r\n"
             "CONNECTION: keep-alive, Upgrade\r\nsec-websocket-key: %s\r\n"
             "SEC-WEBSOCKET-VERSION: 13\r\n\r\n" % key).encode()
-    s = socket.create_connection(("127.0.0.1", broker.port), timeout=5 * SLOW)
-    try:
-        s.sendall(data)
-        got = b""
-        while b"\r\n\r\n" not in got:
-            d = s.recv(4096)
-            assert d, got
-            got += d
-        r = HttpResponse(got.split(b"\r\n\r\n")[0] + b"\r\n\r\n", False)
-        assert r.status == 101, r
-        assert r.header("Sec-WebSocket-Accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", r
-    finally:
-        s.close()
+    r = upgrade_response(broker.port, data)
+    assert r.status == 101, r
+    assert r.header("Sec-WebSocket-Accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", r
 
 
 def test_upgrade_with_bare_lf_line_ends(broker):
@@ -285,7 +266,7 @@ def test_one_request_per_connection(broker):
 def test_healthz_503_while_redis_down_then_200(make_redis, make_broker):
     rs = make_redis().start()
     b = make_broker(rs.port)
-    assert b.healthz() == (200, b"ok\n") or b.healthz()[0] == 200
+    assert b.healthz()[0] == 200
     rs.stop()
     wait_until(lambda: b.healthz()[0] == 503, 10 * SLOW, what="/healthz 503 with redis down")
     r = req(b, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -382,8 +363,7 @@ def test_query_channels_percent_decoded(broker, redis):
 
 def test_query_channels_100_ok(broker):
     names = ",".join(uniq("h%d" % i) for i in range(100))
-    raw, _ = http_exchange(broker.port, upgrade_request("/ws?channels=" + names), 1 * SLOW)
-    assert raw.startswith(b"HTTP/1.1 101 "), raw[:200]
+    assert upgrade_status(broker.port, upgrade_request("/ws?channels=" + names)) == 101
 
 
 @pytest.mark.parametrize("query", [
@@ -403,8 +383,7 @@ def test_query_channels_invalid_is_400(broker, query):
 
 
 def test_query_channel_256_bytes_ok(broker):
-    r = http_exchange(broker.port, upgrade_request("/ws?channels=" + "y" * 256), 1 * SLOW)[0]
-    assert r.startswith(b"HTTP/1.1 101 "), r[:200]
+    assert upgrade_status(broker.port, upgrade_request("/ws?channels=" + "y" * 256)) == 101
 
 
 def test_query_channels_first_frame_is_batch(broker, redis):

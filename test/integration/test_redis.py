@@ -3,11 +3,10 @@ starting without Redis, reconnecting and resubscribing."""
 import asyncio
 import socket
 import time
-import uuid
 
 import pytest
 
-from helpers import (SLOW, RespConn, numsub, publish, recv_batch, redis_command, run, subscribe,
+from helpers import (SLOW, Monitor, RawWS, numsub, publish, recv_batch, redis_command, run, subscribe,
                      uniq, wait_subscribed, wait_until, ws_connect)
 
 
@@ -18,33 +17,6 @@ def pubsub_channels(port, pattern):
 def wait_numsub(port, ch, n, timeout=10.0):
     wait_until(lambda: numsub(port, ch) == n, timeout * SLOW,
                what="PUBSUB NUMSUB %s == %d" % (ch, n))
-
-
-class Monitor:
-    """A MONITOR connection: the commands Redis executes, in order."""
-
-    def __init__(self, port):
-        self.port = port
-        self.conn = RespConn(port, timeout=10 * SLOW)
-        assert self.conn.command("MONITOR") == "OK"
-
-    def close(self):
-        self.conn.close()
-
-    def until_marker(self):
-        """Runs a marker command and returns every command seen before it,
-        as lists of str arguments."""
-        marker = "marker-%s" % uuid.uuid4().hex
-        redis_command(self.port, "ECHO", marker)
-        seen = []
-        while True:
-            line = self.conn.read_reply()
-            assert isinstance(line, str), line
-            # e.g. 1700000000.123456 [0 127.0.0.1:5555] "SUBSCRIBE" "ch"
-            args = [a for a in line.split('"')[1::2]]
-            if args[:2] == ["ECHO", marker] or args[:2] == ["echo", marker]:
-                return seen
-            seen.append(args)
 
 
 def test_subscribe_on_first_unsubscribe_on_last(broker, redis):
@@ -108,7 +80,6 @@ def test_query_channels_subscribe_and_disconnect_unsubscribe(broker, redis):
 
 def test_abrupt_disconnect_unsubscribes(broker, redis):
     ch = uniq("abrupt")
-    from helpers import RawWS
     ws = RawWS(broker.port, "/ws?channels=" + ch)
     wait_numsub(redis.port, ch, 1)
     ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -233,3 +204,18 @@ def test_unsubscribe_while_redis_down_not_resubscribed(make_redis, make_broker):
         finally:
             await ws.close()
     run(body(), timeout=85)
+
+
+@pytest.mark.timeout(90)
+def test_reconnect_backoff_capped_at_5s(make_redis, make_broker):
+    """After a long outage the broker still tries at least every 5 s: Redis
+    coming back is noticed within 5 s (plus slack). Without a cap the
+    doubling backoff would wait over 12 s here."""
+    rs = make_redis()
+    b = make_broker(rs.port, wait="port")
+    time.sleep(13)  # the backoff has reached its cap by now
+    rs.start()
+    t0 = time.monotonic()
+    wait_until(lambda: b.healthz()[0] == 200, 20 * SLOW, interval=0.1, what="/healthz 200")
+    elapsed = time.monotonic() - t0
+    assert elapsed < 5 + 2 * SLOW, "reconnected %.1f s after Redis came back" % elapsed

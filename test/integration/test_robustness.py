@@ -6,24 +6,24 @@ import random
 import signal
 import socket
 import struct
-import subprocess
 import time
 
 import pytest
 import websockets
 
-from helpers import (OP_CLOSE, OP_PING, OP_TEXT, SLOW, Closed, RawWS, assert_clean_log,
-                     build_frame, http_exchange, parse_batch, publish, publish_many, recv_batch,
-                     run, subscribe, uniq, wait_subscribed, wait_until, ws_connect, kill_proc)
+from helpers import (OP_CLOSE, OP_TEXT, SLOW, Closed, RawWS, build_frame, parse_batch, publish,
+                     publish_many, recv_batch, run, subscribe, uniq, wait_subscribed, ws_connect)
 
 
 # -- slow consumer ------------------------------------------------------------
 
 @pytest.mark.timeout(120)
 def test_slow_consumer_closed_1008_others_unaffected(redis, make_broker):
-    # Frames stay well under max_pending_bytes, so only a client that does not
-    # read can get that far behind.
-    b = make_broker(redis.port, max_pending_bytes=65536, batch_max_bytes=16384)
+    # Frames stay well under max_pending_bytes, and each burst from Redis too
+    # (see test_burst_over_max_pending_does_not_close_a_fast_reader), so only
+    # a client that does not read can get that far behind.
+    b = make_broker(redis.port, max_pending_bytes=65536, batch_max_bytes=16384,
+                    batch_interval_ms=5)
     ch = uniq("slow")
     payload_pad = "s" * 4000
     state = {"seq": 0}
@@ -37,14 +37,14 @@ def test_slow_consumer_closed_1008_others_unaffected(redis, make_broker):
 
         async def read_good():
             while True:
-                text = await good.recv()
+                text = await asyncio.wait_for(good.recv(), 60)
                 got, msgs = parse_batch(text)
                 assert got == ch
                 received.extend(msgs)
 
         reader = asyncio.ensure_future(read_good())
 
-        async def publish_round(n=128):
+        async def publish_round(n=8):
             items = []
             for _ in range(n):
                 items.append((ch, '{"seq":%d,"pad":"%s"}' % (state["seq"], payload_pad)))
@@ -56,7 +56,7 @@ def test_slow_consumer_closed_1008_others_unaffected(redis, make_broker):
                 assert not reader.done(), reader.exception()
                 assert time.monotonic() < deadline, \
                     "good client got %d of %d messages" % (len(received), state["seq"])
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.002)
 
         try:
             published = 0
@@ -64,7 +64,7 @@ def test_slow_consumer_closed_1008_others_unaffected(redis, make_broker):
                 assert published < 64 * 1024 * 1024, \
                     "published %d bytes and the reader that never reads is not closed" % published
                 await publish_round()
-                published += 128 * 4000
+                published += 8 * 4000
             # The slow client: its stream ends with close 1008, then EOF (or a
             # reset).
             close = None
@@ -83,7 +83,7 @@ def test_slow_consumer_closed_1008_others_unaffected(redis, make_broker):
             assert close.close_code == 1008, close
             assert close.payload[2:] == b"slow consumer", close
             # The good client got every message, in order, and still does.
-            await publish_round(16)
+            await publish_round()
             want = ['{"seq":%d,"pad":"%s"}' % (i, payload_pad) for i in range(state["seq"])]
             assert received == want
             assert not good.closed
@@ -92,6 +92,35 @@ def test_slow_consumer_closed_1008_others_unaffected(redis, make_broker):
             slow.close()
             await good.close()
     run(body(), timeout=110)
+
+
+def test_burst_over_max_pending_does_not_close_a_fast_reader(redis, make_broker):
+    """A client that reads everything at once is not behind: a burst from
+    Redis larger than max_pending_bytes must reach it whole. Here 500
+    payloads of 4 KB (2 MB) published in one pipeline, max_pending_bytes
+    256k; the client's socket buffers could take all of it."""
+    broker = make_broker(redis.port, max_pending_bytes="256k")
+    ch = uniq("burst")
+    n, pad = 500, "b" * 4000
+
+    async def body():
+        ws = await ws_connect(broker.port)
+        await subscribe(ws, ch)
+        wait_subscribed(redis.port, ch)
+        got = []
+        try:
+            publish_many(redis.port, [(ch, '"%05d%s"' % (i, pad)) for i in range(n)])
+            try:
+                while len(got) < n:
+                    text = await asyncio.wait_for(ws.recv(), 10 * SLOW)
+                    got.extend(parse_batch(text)[1])
+            except websockets.ConnectionClosed:
+                raise AssertionError("fast reader closed (%s %s) after %d of %d messages"
+                                     % (ws.close_code, ws.close_reason, len(got), n))
+            assert got == ['"%05d%s"' % (i, pad) for i in range(n)]
+        finally:
+            await ws.close()
+    run(body())
 
 
 # -- shutdown -----------------------------------------------------------------

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from helpers import (OP_BIN, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, SLOW, Closed, RawWS,
+from helpers import (Broker, OP_BIN, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, SLOW, Closed, RawWS,
                      build_frame, close_payload, parse_batch, publish, uniq, wait_subscribed)
 
 
@@ -376,7 +376,6 @@ def test_server_frames_unmasked_text(broker, redis):
 
 @pytest.fixture(scope="module")
 def ping_broker(redis):
-    from helpers import Broker
     b = Broker(redis.port, ping_interval_s=1, pong_timeout_s=2).start()
     yield b
     b.stop()
