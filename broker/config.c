@@ -41,6 +41,10 @@ static int set_str(struct cfg *, const struct cfg_key *, const char *, char *, s
 static int set_log_level(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
 static int set_workers(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
 static int set_secret(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
+static int set_redis_mode(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
+static int set_cluster_pubsub(struct cfg *, const struct cfg_key *, const char *, char *,
+                              size_t);
+static int set_addr_list(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
 static int set_secret_file(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
 
 #define OFF(f) offsetof(struct cfg, f)
@@ -52,6 +56,18 @@ static const struct cfg_key cfg_keys[] = {
      "HOST:PORT the WebSocket and HTTP endpoint listens on"},
     {"redis_url", "redis://127.0.0.1:6379", set_redis_url, 0, 0, 0, CFG_SECRET,
      "redis://[[user]:password@]host[:port][/db]; AUTH and SELECT are sent when given"},
+    {"redis_mode", "standalone", set_redis_mode, 0, 0, 0, 0,
+     "standalone, sentinel (redis_sentinels, redis_master_name) or cluster "
+     "(redis_cluster_nodes)"},
+    {"redis_sentinels", "", set_addr_list, OFF(redis_sentinels), 0, 0, 0,
+     "sentinel mode: comma-separated host:port of the sentinels"},
+    {"redis_master_name", "mymaster", set_str, OFF(redis_master_name), 0, 0, 0,
+     "sentinel mode: the name the sentinels know the primary by"},
+    {"redis_cluster_nodes", "", set_addr_list, OFF(redis_cluster_nodes), 0, 0, 0,
+     "cluster mode: comma-separated host:port of some cluster nodes (seeds)"},
+    {"cluster_pubsub", "sharded", set_cluster_pubsub, 0, 0, 0, 0,
+     "cluster mode: sharded (SSUBSCRIBE per shard; publishers use SPUBLISH) or global "
+     "(SUBSCRIBE on one node; publishers use PUBLISH)"},
     {"batch_interval_ms", "200", set_int, OFF(batch_interval_ms), 0, 60000, CFG_RELOAD,
      "how often pending messages are flushed, per channel; 0 sends each message at once"},
     {"batch_max_bytes", "65536", set_bytes, OFF(batch_max_bytes), 256, 64 * MiB, CFG_RELOAD,
@@ -262,6 +278,85 @@ static int set_secret_file(struct cfg *c, const struct cfg_key *k, const char *v
     return 0;
 }
 
+static int split_host_port(const char *v, size_t n, char **host, int *port, int defport);
+
+static int set_redis_mode(struct cfg *c, const struct cfg_key *k, const char *v, char *why,
+                          size_t whylen)
+{
+    static const char *const modes[] = {"standalone", "sentinel", "cluster"};
+    int i;
+
+    (void)k;
+    for (i = 0; i < 3; i++) {
+        if (strcmp(v, modes[i]) == 0) {
+            c->redis_mode = i;
+            return 0;
+        }
+    }
+    snprintf(why, whylen, "expected standalone, sentinel or cluster");
+    return -1;
+}
+
+static int set_cluster_pubsub(struct cfg *c, const struct cfg_key *k, const char *v,
+                              char *why, size_t whylen)
+{
+    (void)k;
+    if (strcmp(v, "sharded") == 0)
+        c->cluster_sharded = 1;
+    else if (strcmp(v, "global") == 0)
+        c->cluster_sharded = 0;
+    else {
+        snprintf(why, whylen, "expected sharded or global");
+        return -1;
+    }
+    return 0;
+}
+
+/* A comma-separated list of host:port (IPv6 in brackets), kept as text and
+ * split by the module that uses it (cfg_addr_next). */
+static int set_addr_list(struct cfg *c, const struct cfg_key *k, const char *v, char *why,
+                         size_t whylen)
+{
+    const char *p = v;
+    char *host = NULL;
+    int port;
+
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        if (split_host_port(p, n, &host, &port, 0) != 0) {
+            free(host);
+            snprintf(why, whylen, "expected host:port[,host:port...]");
+            return -1;
+        }
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    free(host);
+    return set_str(c, k, v, why, whylen);
+}
+
+int cfg_addr_next(const char **list, char *host, size_t hostlen, int *port)
+{
+    const char *p = *list;
+    char *h = NULL;
+    size_t n;
+
+    while (*p == ',' || *p == ' ')
+        p++;
+    if (*p == '\0')
+        return 0;
+    n = strcspn(p, ",");
+    if (split_host_port(p, n, &h, port, 0) != 0 || strlen(h) >= hostlen) {
+        free(h);
+        return -1;
+    }
+    snprintf(host, hostlen, "%s", h);
+    free(h);
+    *list = p + n;
+    return 1;
+}
+
 static int set_path(struct cfg *c, const struct cfg_key *k, const char *v, char *why,
                     size_t whylen)
 {
@@ -445,6 +540,9 @@ void cfg_free(struct cfg *c)
     free(c->ws_path);
     free(c->log_file);
     free(c->static_dir);
+    free(c->redis_sentinels);
+    free(c->redis_master_name);
+    free(c->redis_cluster_nodes);
     free(c->pid_file);
     free(c->auth_secret);
     free(c->auth_secret_file);
@@ -508,7 +606,7 @@ static int parse_stream(struct cfg *c, FILE *f, const char *path, char *err, siz
         }
         seen[k - cfg_keys] = 1;
         if (*val == '\0' && k->set != set_str && k->set != set_secret &&
-            k->set != set_secret_file) {
+            k->set != set_secret_file && k->set != set_addr_list) {
             snprintf(err, errlen, "%s:%d: key '%s': missing value", path, lineno, key);
             goto done;
         }
@@ -529,13 +627,27 @@ done:
     return rc;
 }
 
+/* Keys that only make sense together. */
+static int check_modes(const struct cfg *c, const char *path, char *err, size_t errlen)
+{
+    if (c->redis_mode == CFG_REDIS_SENTINEL && *c->redis_sentinels == '\0') {
+        snprintf(err, errlen, "%s: key 'redis_mode': sentinel needs redis_sentinels", path);
+        return -1;
+    }
+    if (c->redis_mode == CFG_REDIS_CLUSTER && *c->redis_cluster_nodes == '\0') {
+        snprintf(err, errlen, "%s: key 'redis_mode': cluster needs redis_cluster_nodes", path);
+        return -1;
+    }
+    return 0;
+}
+
 int cfg_load_stream(struct cfg *c, FILE *f, const char *path, char *err, size_t errlen)
 {
     if (cfg_defaults(c) != 0) {
         snprintf(err, errlen, "%s: out of memory", path);
         return -1;
     }
-    if (parse_stream(c, f, path, err, errlen) != 0) {
+    if (parse_stream(c, f, path, err, errlen) != 0 || check_modes(c, path, err, errlen) != 0) {
         cfg_free(c);
         return -1;
     }
@@ -585,6 +697,10 @@ static int value_equal(const struct cfg *a, const struct cfg *b, const struct cf
         return a->log_level == b->log_level;
     if (k->set == set_workers)
         return a->workers == b->workers;
+    if (k->set == set_redis_mode)
+        return a->redis_mode == b->redis_mode;
+    if (k->set == set_cluster_pubsub)
+        return a->cluster_sharded == b->cluster_sharded;
     return strcmp(*str_field((struct cfg *)a, k), *str_field((struct cfg *)b, k)) == 0;
 }
 

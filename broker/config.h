@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+enum cfg_redis_mode { CFG_REDIS_STANDALONE = 0, CFG_REDIS_SENTINEL, CFG_REDIS_CLUSTER };
+
 struct cfg {
     /* listen HOST:PORT */
     char *listen_host;
@@ -23,6 +25,11 @@ struct cfg {
     char *redis_user;     /* NULL unless given */
     char *redis_password; /* NULL unless given */
     int redis_db;         /* -1 unless given */
+    int redis_mode;       /* enum cfg_redis_mode */
+    char *redis_sentinels;     /* "host:port,..." */
+    char *redis_master_name;
+    char *redis_cluster_nodes; /* "host:port,..." */
+    int cluster_sharded;       /* cluster_pubsub sharded (1) or global (0) */
 
     long long batch_interval_ms;
     long long batch_max_bytes;
@@ -70,6 +77,11 @@ void cfg_print_keys(FILE *out);
 /* Lists, into buf, the keys whose values differ between a and b and that a
  * reload cannot change (they need a restart). Returns how many. */
 int cfg_diff_restart(const struct cfg *a, const struct cfg *b, char *buf, size_t len);
+
+/* Walks a host:port list (redis_sentinels, redis_cluster_nodes): copies the
+ * next entry into host and *port and advances *list. Returns 1, 0 at the
+ * end, -1 on a malformed entry or one that does not fit hostlen. */
+int cfg_addr_next(const char **list, char *host, size_t hostlen, int *port);
 
 /* Copies into dst every key of src that a reload may change. Returns 0, or
  * -1 on ENOMEM (dst keeps what it had for the keys not yet copied). */

@@ -69,8 +69,12 @@ static void free_conn(struct conn *c)
     free(c);
 }
 
-/* Runs after every other callback of the iteration (lowest priority): the
- * writes queued during the iteration, then the frees. */
+/* The writes queued during an iteration, then the frees. The event is made
+ * active from inside the iteration's callbacks, so libevent appends it to
+ * the active queue behind every callback already due: it runs once, after
+ * them, in the same iteration. (A lower priority would be wrong: libevent
+ * runs only the highest non-empty priority per iteration, so writes would
+ * starve for as long as Redis keeps its socket busy.) */
 static void deferred_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn_set *s = arg;
@@ -137,9 +141,7 @@ struct conn_set *conn_set_new(struct event_base *base, size_t max_pending_bytes)
     s->tick = event_new(base, -1, EV_PERSIST, tick_cb, s);
     if (s->deferred == NULL || s->tick == NULL)
         goto fail;
-    /* The loop has 3 priorities (worker.c); everything else runs at the
-     * default 1, so this runs once they are all done. */
-    if (event_priority_set(s->deferred, 2) != 0 || event_add(s->tick, &tv) != 0)
+    if (event_add(s->tick, &tv) != 0)
         goto fail;
     return s;
 fail:

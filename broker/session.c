@@ -328,6 +328,17 @@ static void feed(struct sess *s, const char *p, size_t n)
         ws_free(s);
         return;
     }
+    if (r == WSLAY_ERR_CALLBACK_FAILURE) {
+        /* Our callbacks never fail, so wslay's frame parser refused a header
+         * (a control frame over 125 bytes or fragmented, a non-minimal
+         * length): wslay queued a close without a code; send 1002 instead. */
+        proto_buf_reset(&wsout);
+        stats->errors_total[ERR_WS_1002]++;
+        if (!s->in_feed)
+            ws_free(s);
+        sess_close(s->conn, PROTO_CLOSE_PROTOCOL_ERROR, "protocol error");
+        return;
+    }
     if (r != 0) {
         proto_buf_reset(&wsout);
         conn_kill(s->conn);

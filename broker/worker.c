@@ -432,9 +432,7 @@ int worker_run(struct cfg *cfg, int listen_fd)
     memset(&w, 0, sizeof(w));
     w.cfg = cfg;
     signal(SIGPIPE, SIG_IGN);
-    /* Three priorities: everything runs at the default 1; the connections'
-     * deferred writes and frees run at 2, after the rest (conn.c). */
-    if ((w.base = event_base_new()) == NULL || event_base_priority_init(w.base, 3) != 0)
+    if ((w.base = event_base_new()) == NULL)
         goto done;
     if ((w.fb = frame_builder_new()) == NULL || (w.senv.ping = build_ping(w.fb)) == NULL)
         goto done;

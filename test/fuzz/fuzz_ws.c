@@ -35,7 +35,7 @@ static void setup(void)
     struct frame_builder *fb;
 
     if (cfg_defaults(&cfg) != 0 || (base = event_base_new()) == NULL ||
-        event_base_priority_init(base, 3) != 0 || (fb = frame_builder_new()) == NULL ||
+        (fb = frame_builder_new()) == NULL ||
         (set = conn_set_new(base, 1 << 20)) == NULL || (reg = reg_new(base, fb, &h)) == NULL)
         abort();
     batcher_configure(reg_batcher(reg), 0, 65536);
