@@ -16,8 +16,10 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "cluster.h"
 #include "config.h"
 #include "log.h"
+#include "sentinel.h"
 #include "stats.h"
 
 #define BACKOFF_MIN_MS 100
@@ -41,6 +43,10 @@ struct rlink {
     int handshake_left;  /* AUTH/SELECT replies still expected */
     int ever_ready;      /* a later READY is a reconnect */
     struct rlink_hooks hooks;
+    struct clu *clu;     /* cluster mode, sharded: everything goes there */
+    struct sent *sent;   /* sentinel mode: tells where the primary is */
+    char *seeds;         /* cluster mode, global: nodes to try in turn */
+    unsigned seed_turn;
 };
 
 static void rl_connect(struct rlink *rl);
@@ -52,8 +58,37 @@ static void arm(struct rlink *rl, long ms)
     evtimer_add(rl->timer, &tv);
 }
 
+/* After a failure: the next seed (cluster, global), or ask the sentinels
+ * whether the primary moved. */
+static void next_address(struct rlink *rl)
+{
+    const char *list = rl->seeds;
+    char host[128];
+    int port, n = 0;
+    unsigned i, want;
+
+    if (rl->sent != NULL) {
+        sent_requery(rl->sent);
+        return;
+    }
+    if (rl->seeds == NULL)
+        return;
+    while (cfg_addr_next(&list, host, sizeof(host), &port) == 1)
+        n++;
+    if (n == 0)
+        return;
+    want = ++rl->seed_turn % (unsigned)n;
+    list = rl->seeds;
+    for (i = 0; i <= want; i++)
+        cfg_addr_next(&list, host, sizeof(host), &port);
+    free(rl->host);
+    rl->host = strdup(host);
+    rl->port = port;
+}
+
 static void schedule_retry(struct rlink *rl)
 {
+    next_address(rl);
     rl->state = RL_IDLE;
     arm(rl, rl->backoff_ms);
     rl->backoff_ms *= 2;
@@ -199,8 +234,13 @@ static void disconnect_cb(const redisAsyncContext *cac, int status)
 
 static void rl_connect(struct rlink *rl)
 {
-    redisAsyncContext *ac = redisAsyncConnect(rl->host, rl->port);
+    redisAsyncContext *ac;
 
+    if (rl->host == NULL) { /* sentinel mode, before the first answer */
+        rl->state = RL_IDLE;
+        return;
+    }
+    ac = redisAsyncConnect(rl->host, rl->port);
     if (ac == NULL) {
         schedule_retry(rl);
         return;
@@ -269,17 +309,49 @@ static int send_argv(struct rlink *rl, const char *cmd, const char *const *names
 
 int rlink_subscribe(struct rlink *rl, const char *const *names, const size_t *lens, size_t n)
 {
+    if (rl->clu != NULL)
+        return clu_subscribe(rl->clu, names, lens, n);
     return send_argv(rl, "SUBSCRIBE", names, lens, n);
 }
 
 int rlink_unsubscribe(struct rlink *rl, const char *name, size_t len)
 {
+    if (rl->clu != NULL)
+        return clu_unsubscribe(rl->clu, name, len);
     return send_argv(rl, "UNSUBSCRIBE", &name, &len, 1);
 }
 
 int rlink_is_up(const struct rlink *rl)
 {
+    if (rl->clu != NULL)
+        return clu_is_up(rl->clu);
     return rl->state == RL_READY;
+}
+
+/* The sentinels name a primary: go there unless we are there already. The
+ * old context belongs to another connection than the sentinel's, whose
+ * callback this is, so it can be freed here. */
+static void on_master(void *arg, const char *host, int port)
+{
+    struct rlink *rl = arg;
+    char *h;
+
+    if (rl->host != NULL && rl->port == port && strcmp(rl->host, host) == 0 &&
+        rl->state != RL_IDLE)
+        return;
+    if ((h = strdup(host)) == NULL)
+        return;
+    free(rl->host);
+    rl->host = h;
+    rl->port = port;
+    if (rl->ac != NULL) {
+        rl->ac->data = NULL;
+        redisAsyncFree(rl->ac);
+        went_down(rl);
+    }
+    evtimer_del(rl->timer);
+    rl->backoff_ms = BACKOFF_MIN_MS;
+    rl_connect(rl);
 }
 
 static char *dup_or_null(const char *s)
@@ -299,17 +371,42 @@ struct rlink *rlink_new(struct event_base *base, const struct cfg *cfg,
     rl->port = cfg->redis_port;
     rl->db = cfg->redis_db;
     rl->backoff_ms = BACKOFF_MIN_MS;
-    rl->host = strdup(cfg->redis_host);
     rl->user = dup_or_null(cfg->redis_user);
     rl->password = dup_or_null(cfg->redis_password);
     rl->timer = evtimer_new(base, timer_cb, rl);
-    if (rl->host == NULL || rl->timer == NULL || (cfg->redis_user && !rl->user) ||
-        (cfg->redis_password && !rl->password)) {
-        rlink_free(rl);
-        return NULL;
+    if (rl->timer == NULL || (cfg->redis_user && !rl->user) ||
+        (cfg->redis_password && !rl->password))
+        goto fail;
+    switch (cfg->redis_mode) {
+    case CFG_REDIS_CLUSTER:
+        if (cfg->cluster_sharded) {
+            if ((rl->clu = clu_new(base, cfg, hooks)) == NULL)
+                goto fail;
+            return rl;
+        }
+        /* global: plain SUBSCRIBE on one node; PUBLISH reaches every node. */
+        if ((rl->seeds = strdup(cfg->redis_cluster_nodes)) == NULL)
+            goto fail;
+        rl->seed_turn = (unsigned)-1;
+        next_address(rl);
+        break;
+    case CFG_REDIS_SENTINEL:
+        /* No address until the sentinels give one. */
+        if ((rl->sent = sent_new(base, cfg, on_master, rl)) == NULL)
+            goto fail;
+        return rl;
+    default:
+        if ((rl->host = strdup(cfg->redis_host)) == NULL)
+            goto fail;
+        break;
     }
+    if (rl->host == NULL)
+        goto fail;
     rl_connect(rl);
     return rl;
+fail:
+    rlink_free(rl);
+    return NULL;
 }
 
 void rlink_free(struct rlink *rl)
@@ -320,6 +417,9 @@ void rlink_free(struct rlink *rl)
         rl->ac->data = NULL;
         redisAsyncFree(rl->ac);
     }
+    clu_free(rl->clu);
+    sent_free(rl->sent);
+    free(rl->seeds);
     if (rl->timer)
         event_free(rl->timer);
     free(rl->host);
