@@ -36,7 +36,7 @@ FUZZ_TIME ?= 60
 FUZZERS   := $(patsubst test/fuzz/%.c,build/fuzz/%,$(wildcard test/fuzz/fuzz_*.c))
 FUZZ_SAN  := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all deps test unit integration asan test-asan run clean fuzz fuzz-build fuzz-libs
+.PHONY: all deps test unit integration asan test-asan test-valgrind run clean fuzz fuzz-build fuzz-libs
 all: $(BUILD)/broker $(TOOLS)
 
 deps:
@@ -68,6 +68,15 @@ unit: $(UNIT_BIN)
 
 integration: $(BUILD)/broker
 	BROKER_BIN=$(abspath $(BUILD)/broker) timeout 900 $(PYTEST) test/integration
+
+# The integration suite with every broker process under valgrind (memcheck):
+# any error or definite leak in the master or a worker fails the test.
+VALGRIND := valgrind --quiet --error-exitcode=99 --leak-check=full \
+	--errors-for-leak-kinds=definite --show-leak-kinds=definite --track-fds=no
+test-valgrind: $(BUILD)/broker
+	BROKER_BIN=$(abspath $(BUILD)/broker) BROKER_WRAPPER="$(VALGRIND)" timeout 1800 \
+		$(PYTEST) $(VALGRIND_TESTS)
+VALGRIND_TESTS ?= test/integration
 
 asan:
 	$(MAKE) BUILD=build/asan SANITIZER=address all

@@ -29,8 +29,13 @@ BROKER_BIN = os.path.abspath(os.environ.get("BROKER_BIN") or os.path.join(REPO, 
 REDIS_BIN = os.environ.get("REDIS_SERVER", "redis-server")
 # The ASan+UBSan build is several times slower: stretch the waits (never the
 # bounds the broker must keep, only how long we wait for things to happen).
-SLOW = 3.0 if "asan" in BROKER_BIN else 1.0
+# BROKER_WRAPPER runs the broker under a tool, e.g. valgrind (make test-valgrind).
+BROKER_WRAPPER = os.environ.get("BROKER_WRAPPER", "").split()
+SLOW = 6.0 if BROKER_WRAPPER else 3.0 if "asan" in BROKER_BIN else 1.0
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
+# Under valgrind --quiet, any line valgrind writes (==PID== ...) is a report:
+# an invalid access, an uninitialised value, a definite leak, in any process.
+VALGRIND_ERRORS = re.compile(r"^==\d+== \S", re.M)
 
 LIVE = set()  # Popen objects not yet reaped
 # Every temporary file of the session lives under here; conftest removes it.
@@ -325,7 +330,7 @@ class Broker:
             for k, v in self.cfg.items():
                 f.write("%s %s\n" % (k, v))
         logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([BROKER_BIN, "-c", self.conf_path], stdout=logf,
+        self.proc = subprocess.Popen(BROKER_WRAPPER + [BROKER_BIN, "-c", self.conf_path], stdout=logf,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         logf.close()
         LIVE.add(self.proc)
@@ -371,7 +376,7 @@ class Broker:
             if p.poll() is None:
                 os.kill(p.pid, signal.SIGTERM)
             try:
-                rc = p.wait(timeout=timeout)
+                rc = p.wait(timeout=timeout * (3 if BROKER_WRAPPER else 1))
             except subprocess.TimeoutExpired:
                 rc = None
         finally:
@@ -385,6 +390,9 @@ class Broker:
 def assert_clean_log(log):
     for m in SANITIZER_MARKERS:
         assert m not in log, "sanitizer report in broker log:\n%s" % log[-8000:]
+    if BROKER_WRAPPER:
+        m = VALGRIND_ERRORS.search(log)
+        assert m is None, "valgrind report in broker log:\n%s" % log[-8000:]
 
 
 # ---------------------------------------------------------------------------
