@@ -84,9 +84,13 @@ asan:
 test-asan:
 	$(MAKE) BUILD=build/asan SANITIZER=address unit integration
 
+# Everything: unit and integration tests, again under ASan+UBSan and under
+# valgrind, and every fuzzer for a short while.
 test: deps
 	$(MAKE) unit integration
 	$(MAKE) test-asan
+	$(MAKE) test-valgrind
+	$(MAKE) fuzz FUZZ_TIME=20
 
 run: deps all
 	scripts/run.sh

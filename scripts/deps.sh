@@ -10,7 +10,8 @@ set -eu
 PKGS="gcc make pkg-config libc6-dev
 libevent-dev libhiredis-dev libwslay-dev libjansson-dev libssl-dev
 redis-server redis-tools curl
-python3 python3-pytest python3-pytest-timeout python3-websockets"
+python3 python3-pytest python3-pytest-timeout python3-websockets
+valgrind clang libclang-rt-14-dev"
 
 missing=""
 for p in $PKGS "$@"; do
