@@ -573,16 +573,12 @@ static void topo_start(struct clu *cl)
     cl->topo_busy = 1;
     cl->topo_again = 0;
     cl->topo_done = 0;
-    ac = redisAsyncConnect(host, port);
-    if (ac == NULL || ac->err || redisLibeventAttach(ac, cl->base) != REDIS_OK) {
-        if (ac != NULL)
-            redisAsyncFree(ac);
+    ac = rlink_async_connect(cl->base, "cluster node", host, port, cl, topo_connect_cb,
+                             topo_disconnect_cb);
+    if (ac == NULL) {
         topo_finished(cl);
         return;
     }
-    ac->data = cl;
-    redisAsyncSetConnectCallback(ac, topo_connect_cb);
-    redisAsyncSetDisconnectCallback(ac, topo_disconnect_cb);
     cl->topo = ac;
 }
 

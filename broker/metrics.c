@@ -131,6 +131,30 @@ static int gauge(struct proto_buf *o, const char *name, const char *help, uint64
     return proto_buf_printf(o, "%s %llu\n", name, (unsigned long long)v);
 }
 
+static const char *drop_label(size_t i)
+{
+    return stats_drop_name((enum stats_drop)i);
+}
+
+static const char *err_label(size_t i)
+{
+    return stats_err_name((enum stats_err)i);
+}
+
+/* A counter family with one sample per label value: an array of n counters
+ * at offset off in struct stats. */
+static int labeled(struct proto_buf *o, const char *name, const char *help, const char *label,
+                   size_t off, size_t n, const char *(*value)(size_t))
+{
+    size_t i;
+    int rc = header(o, name, "counter", help);
+
+    for (i = 0; i < n; i++)
+        rc |= proto_buf_printf(o, "%s{%s=\"%s\"} %llu\n", name, label, value(i),
+                               (unsigned long long)sum(off + i * sizeof(uint64_t), 1));
+    return rc;
+}
+
 int metrics_render(struct proto_buf *o)
 {
     static struct shm local;
@@ -167,20 +191,11 @@ int metrics_render(struct proto_buf *o)
         rc |= proto_buf_printf(o, "%s %llu\n", counters[i].name,
                                (unsigned long long)sum(counters[i].off, 1));
     }
-    rc |= header(o, "broker_messages_dropped_total", "counter",
-                 "Messages dropped, by reason.");
-    for (i = 0; i < DROP_NREASONS; i++)
-        rc |= proto_buf_printf(
-            o, "broker_messages_dropped_total{reason=\"%s\"} %llu\n",
-            stats_drop_name((enum stats_drop)i),
-            (unsigned long long)sum(offsetof(struct stats, dropped_total) + i * sizeof(uint64_t), 1));
-    rc |= header(o, "broker_client_errors_total", "counter",
-                 "Requests and frames refused, by the answer they got.");
-    for (i = 0; i < ERR_NREASONS; i++)
-        rc |= proto_buf_printf(
-            o, "broker_client_errors_total{kind=\"%s\"} %llu\n",
-            stats_err_name((enum stats_err)i),
-            (unsigned long long)sum(offsetof(struct stats, errors_total) + i * sizeof(uint64_t), 1));
+    rc |= labeled(o, "broker_messages_dropped_total", "Messages dropped, by reason.", "reason",
+                  offsetof(struct stats, dropped_total), DROP_NREASONS, drop_label);
+    rc |= labeled(o, "broker_client_errors_total",
+                  "Requests and frames refused, by the answer they got.", "kind",
+                  offsetof(struct stats, errors_total), ERR_NREASONS, err_label);
     rc |= header(o, "broker_worker_restarts_total", "counter",
                  "Workers replaced after they died.");
     rc |= proto_buf_printf(o, "broker_worker_restarts_total %llu\n",

@@ -232,6 +232,29 @@ static void disconnect_cb(const redisAsyncContext *cac, int status)
     went_down(rl);
 }
 
+redisAsyncContext *rlink_async_connect(struct event_base *base, const char *who,
+                                       const char *host, int port, void *data,
+                                       void (*on_connect)(const redisAsyncContext *, int),
+                                       void (*on_disconnect)(const redisAsyncContext *, int))
+{
+    redisAsyncContext *ac = redisAsyncConnect(host, port);
+
+    if (ac == NULL) {
+        log_warn("%s %s:%d: out of memory", who, host, port);
+        return NULL;
+    }
+    if (ac->err || redisLibeventAttach(ac, base) != REDIS_OK) {
+        log_warn("%s %s:%d: connect failed: %s", who, host, port,
+                 ac->err ? ac->errstr : "cannot attach to the loop");
+        redisAsyncFree(ac);
+        return NULL;
+    }
+    ac->data = data;
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    return ac;
+}
+
 static void rl_connect(struct rlink *rl)
 {
     redisAsyncContext *ac;
@@ -240,27 +263,12 @@ static void rl_connect(struct rlink *rl)
         rl->state = RL_IDLE;
         return;
     }
-    ac = redisAsyncConnect(rl->host, rl->port);
+    ac = rlink_async_connect(rl->base, "redis", rl->host, rl->port, rl, connect_cb,
+                             disconnect_cb);
     if (ac == NULL) {
         schedule_retry(rl);
         return;
     }
-    if (ac->err) {
-        log_warn("redis %s:%d: connect failed: %s (retry in %ld ms)", rl->host, rl->port,
-                 ac->errstr, rl->backoff_ms);
-        redisAsyncFree(ac);
-        schedule_retry(rl);
-        return;
-    }
-    ac->data = rl;
-    if (redisLibeventAttach(ac, rl->base) != REDIS_OK) {
-        ac->data = NULL;
-        redisAsyncFree(ac);
-        schedule_retry(rl);
-        return;
-    }
-    redisAsyncSetConnectCallback(ac, connect_cb);
-    redisAsyncSetDisconnectCallback(ac, disconnect_cb);
     rl->ac = ac;
     rl->state = RL_CONNECTING;
     arm(rl, CONNECT_TIMEOUT_MS);

@@ -31,6 +31,16 @@ struct rlink_hooks {
 };
 
 struct rlink;
+struct redisAsyncContext;
+
+/* Starts a hiredis async connection to host:port on base, with data and the
+ * two callbacks set: the one way every module here opens one. Returns the
+ * context, or NULL (after logging why, with `who` naming the caller) when
+ * it could not even start; nothing is left to free then. */
+struct redisAsyncContext *rlink_async_connect(
+    struct event_base *base, const char *who, const char *host, int port, void *data,
+    void (*on_connect)(const struct redisAsyncContext *, int),
+    void (*on_disconnect)(const struct redisAsyncContext *, int));
 
 /* Starts connecting at once. host, port, credentials and db are read from
  * cfg and copied. Returns NULL on ENOMEM. */

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "conn.h"
 #include "log.h"
+#include "redislink.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -152,16 +153,11 @@ static void connect_next(struct sent *s)
     list = s->list;
     for (i = 0; i <= want; i++)
         cfg_addr_next(&list, host, sizeof(host), &port);
-    ac = redisAsyncConnect(host, port);
-    if (ac == NULL || ac->err || redisLibeventAttach(ac, s->base) != REDIS_OK) {
-        if (ac != NULL)
-            redisAsyncFree(ac);
+    ac = rlink_async_connect(s->base, "sentinel", host, port, s, connect_cb, disconnect_cb);
+    if (ac == NULL) {
         went_away(s);
         return;
     }
-    ac->data = s;
-    redisAsyncSetConnectCallback(ac, connect_cb);
-    redisAsyncSetDisconnectCallback(ac, disconnect_cb);
     s->ac = ac;
 }
 
