@@ -17,6 +17,7 @@
 #define CONN_DRAIN_MS 5000  /* time a closing peer gets to read our last bytes */
 #define CONN_LINGER_MS 2000 /* time we keep reading after shutting down writes */
 #define CONN_TICK_MS 1000
+#define CONN_ENTRY_COST 64  /* see conn_send */
 
 struct conn_set {
     struct event_base *base;
@@ -293,7 +294,11 @@ int conn_send(struct conn *c, struct frame *f)
 
     if (c->state != CONN_OPEN)
         return -1;
-    if (c->out_bytes + n > c->set->max_pending) {
+    /* The entry count is bounded too, so that a flood of tiny frames cannot
+     * grow the ring past what max_pending allows in bytes: an entry costs
+     * about CONN_ENTRY_COST of queue and frame bookkeeping. */
+    if (c->out_bytes + n > c->set->max_pending ||
+        (size_t)c->qlen >= c->set->max_pending / CONN_ENTRY_COST) {
         errno = ENOBUFS;
         return -1;
     }
