@@ -28,6 +28,9 @@ UNIT_BIN   := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
 
 PYTEST := /usr/bin/python3 -m pytest -q -p no:cacheprovider
 
+# Keep object files make would otherwise see as intermediates (the tools').
+.SECONDARY:
+
 TOOLS := $(patsubst scripts/%.c,$(BUILD)/%,$(wildcard scripts/loadgen.c scripts/publish.c))
 
 # libFuzzer harnesses (test/fuzz/), built with clang against the same

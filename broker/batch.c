@@ -3,9 +3,11 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "protocol/codec.h"
 #include "stats.h"
+#include "util.h"
 
 struct batcher {
     struct event *timer;
@@ -14,14 +16,18 @@ struct batcher {
     void *arg;
     long long interval_ms;
     size_t max_bytes;
+    uint64_t last_flush_ms; /* when the timer last flushed */
     struct batch *dirty; /* doubly linked, so a discarded batch leaves in O(1) */
 };
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
+    struct batcher *bt = arg;
+
     (void)fd;
     (void)what;
-    batch_flush_all(arg);
+    bt->last_flush_ms = mono_ms();
+    batch_flush_all(bt);
 }
 
 struct batcher *batcher_new(struct event_base *base, struct frame_builder *fb,
@@ -75,14 +81,32 @@ static void dirty_remove(struct batcher *bt, struct batch *b)
     b->dirty = 0;
 }
 
+/* The first pending message arms the timer. After a quiet spell it waits a
+ * whole interval; under steady load the flushes keep their own rhythm
+ * (last flush + interval), so the time a flush spends writing to every
+ * client, during which Redis input waits unread, does not stretch each
+ * cycle: the next flush is due at once when that time was longer. */
+static void arm_timer(struct batcher *bt)
+{
+    uint64_t now = mono_ms(), iv = (uint64_t)bt->interval_ms, due;
+    struct timeval tv;
+
+    if (bt->last_flush_ms != 0 && now - bt->last_flush_ms < 2 * iv)
+        due = bt->last_flush_ms + iv;
+    else
+        due = now + iv;
+    due = due > now ? due - now : 0;
+    tv.tv_sec = (time_t)(due / 1000);
+    tv.tv_usec = (suseconds_t)(due % 1000) * 1000;
+    evtimer_add(bt->timer, &tv);
+}
+
 static void dirty_add(struct batcher *bt, struct batch *b)
 {
     if (b->dirty)
         return;
-    if (bt->dirty == NULL && bt->interval_ms > 0) {
-        struct timeval tv = {bt->interval_ms / 1000, (bt->interval_ms % 1000) * 1000};
-        evtimer_add(bt->timer, &tv);
-    }
+    if (bt->dirty == NULL && bt->interval_ms > 0)
+        arm_timer(bt);
     b->prev = NULL;
     b->next = bt->dirty;
     if (bt->dirty)

@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "stats.h"
+#include "util.h"
 
 #define CONN_IOV_MAX 64
 #define CONN_DRAIN_MS 5000  /* time a closing peer gets to read our last bytes */
@@ -34,10 +35,7 @@ static void conn_write(struct conn *c);
 
 uint64_t conn_now_ms(void)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return mono_ms();
 }
 
 static void schedule(struct conn_set *s)

@@ -168,34 +168,33 @@ static int method_is(const struct proto_http_req *r, const char *m)
     return r->method.n == n && memcmp(r->method.p, m, n) == 0;
 }
 
-/* Collects ?channels=a,b as NUL-separated names in out. Returns 0, or -1
- * when the list is malformed (a bad escape, an invalid or empty name, too
- * many names). */
+/* Collects ?channels=a,b as NUL-separated names in out. The list is split
+ * on ',' before each name is percent-decoded, so "%2C" is a comma inside a
+ * name. Returns 0, or -1 when the list is malformed (a bad escape, an
+ * invalid or empty name, too many names). */
 static int query_channels(const struct proto_http_req *r, struct proto_buf *out)
 {
-    struct proto_buf raw = {0};
-    size_t i, start = 0, count = 0;
-    int found, rc = -1;
+    struct proto_json_span raw, item;
+    const char *p, *end;
+    size_t count = 0, start;
 
-    found = proto_http_query_param(r->query, "channels", &raw);
-    if (found == 0)
+    if (!proto_http_query_raw(r->query, "channels", &raw))
         return 0;
-    if (found < 0)
-        goto done;
-    for (i = 0; i <= raw.len; i++) {
-        if (i < raw.len && raw.data[i] != ',')
-            continue;
-        if (!proto_channel_valid(raw.data + start, i - start) ||
-            ++count > HTTP_MAX_QUERY_CHANNELS ||
-            proto_buf_append(out, raw.data + start, i - start) != 0 ||
+    p = raw.p;
+    end = raw.p + raw.n;
+    for (;;) {
+        const char *comma = p < end ? memchr(p, ',', (size_t)(end - p)) : NULL;
+        item.p = p;
+        item.n = (size_t)((comma ? comma : end) - p);
+        start = out->len;
+        if (++count > HTTP_MAX_QUERY_CHANNELS || proto_http_pct_decode(item, out) != 0 ||
+            out->len == start || !proto_channel_valid(out->data + start, out->len - start) ||
             proto_buf_append_byte(out, '\0') != 0)
-            goto done;
-        start = i + 1;
+            return -1;
+        if (comma == NULL)
+            return 0;
+        p = comma + 1;
     }
-    rc = 0;
-done:
-    proto_buf_free(&raw);
-    return rc;
 }
 
 /* 1 when the request's Origin may connect: allowed_origins is empty, the

@@ -185,12 +185,15 @@ static int hexv(int c)
     return -1;
 }
 
-int proto_http_query_param(struct proto_json_span q, const char *name,
-                           struct proto_buf *out)
+int proto_http_query_raw(struct proto_json_span q, const char *name,
+                         struct proto_json_span *value)
 {
-    const char *p = q.p, *end = q.p + q.n;
+    const char *p = q.p, *end;
     size_t nlen = strlen(name);
 
+    if (q.n == 0)
+        return 0;
+    end = q.p + q.n;
     while (p < end) {
         const char *s = p, *amp = memchr(p, '&', (size_t)(end - p));
         const char *e = amp ? amp : end;
@@ -202,22 +205,43 @@ int proto_http_query_param(struct proto_json_span q, const char *name,
             continue;
         if (s < e)
             s++;
-        while (s < e) {
-            char c = *s++;
-            if (c == '%') {
-                int hi, lo;
-                if (e - s < 2 || (hi = hexv((unsigned char)s[0])) < 0 ||
-                    (lo = hexv((unsigned char)s[1])) < 0)
-                    return -1;
-                c = (char)(hi << 4 | lo);
-                s += 2;
-            }
-            if (proto_buf_append_byte(out, c) != 0)
-                return -1;
-        }
+        value->p = s;
+        value->n = (size_t)(e - s);
         return 1;
     }
     return 0;
+}
+
+int proto_http_pct_decode(struct proto_json_span v, struct proto_buf *out)
+{
+    const char *s = v.p, *e = v.p + v.n;
+
+    if (v.n == 0)
+        return 0;
+    while (s < e) {
+        char c = *s++;
+        if (c == '%') {
+            int hi, lo;
+            if (e - s < 2 || (hi = hexv((unsigned char)s[0])) < 0 ||
+                (lo = hexv((unsigned char)s[1])) < 0)
+                return -1;
+            c = (char)(hi << 4 | lo);
+            s += 2;
+        }
+        if (proto_buf_append_byte(out, c) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int proto_http_query_param(struct proto_json_span q, const char *name,
+                           struct proto_buf *out)
+{
+    struct proto_json_span v;
+
+    if (!proto_http_query_raw(q, name, &v))
+        return 0;
+    return proto_http_pct_decode(v, out) == 0 ? 1 : -1;
 }
 
 static int is_b64(unsigned char c)

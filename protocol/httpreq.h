@@ -61,6 +61,16 @@ int proto_http_has_token(struct proto_json_span value, const char *token);
 int proto_http_query_param(struct proto_json_span query, const char *name,
                            struct proto_buf *out);
 
+/* The same without decoding: *value is the raw text of the parameter's
+ * value (borrowed from query), for lists whose separators must be split
+ * before decoding. Returns 1 when found, 0 when absent. */
+int proto_http_query_raw(struct proto_json_span query, const char *name,
+                         struct proto_json_span *value);
+
+/* Appends the percent-decoding of s to out. Returns 0, or -1 on a malformed
+ * escape or ENOMEM. */
+int proto_http_pct_decode(struct proto_json_span s, struct proto_buf *out);
+
 /* 1 when key is a valid Sec-WebSocket-Key: base64 of 16 bytes. */
 int proto_ws_key_valid(struct proto_json_span key);
 
