@@ -361,6 +361,22 @@ def test_query_channels_percent_decoded(broker, redis):
     run(body())
 
 
+def test_query_channels_escaped_comma_is_part_of_a_name(broker, redis):
+    base = uniq("comma")
+    name = base + ",x"
+
+    async def body():
+        ws = await ws_connect(broker.port, "/ws?channels=%s%%2Cx" % base)
+        try:
+            wait_subscribed(redis.port, name)
+            assert publish(redis.port, name, "7") == 1
+            text, ch, msgs = await recv_batch(ws)
+            assert ch == name and msgs == ["7"], text
+        finally:
+            await ws.close()
+    run(body())
+
+
 def test_query_channels_100_ok(broker):
     names = ",".join(uniq("h%d" % i) for i in range(100))
     assert upgrade_status(broker.port, upgrade_request("/ws?channels=" + names)) == 101
