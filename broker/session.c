@@ -29,6 +29,8 @@ struct sess {
     uint64_t ping_sent_ms;      /* 0 when no ping is outstanding */
     uint8_t mid_message;        /* a fragmented message is open */
     uint8_t in_feed;            /* inside wslay: ws must not be freed */
+    uint16_t close_code;        /* a close decided inside wslay, sent after */
+    const char *close_reason;   /* static */
     uint32_t strikes;           /* control messages refused in a row (rate) */
     double tokens;              /* control-message rate bucket */
     uint64_t refill_ms;
@@ -345,6 +347,15 @@ static void feed(struct sess *s, const char *p, size_t n)
         return;
     }
     flush_wsout(s);
+    if (s->close_code != 0) {
+        /* Decided while wslay was reading (rate limit): the answers earned
+         * before it went out just above, the close goes after them. */
+        uint16_t code = s->close_code;
+        s->close_code = 0;
+        ws_free(s);
+        sess_close(s->conn, code, s->close_reason);
+        return;
+    }
     if (wslay_event_get_close_sent(s->ws)) {
         if (!wslay_event_get_close_received(s->ws))
             count_close(wslay_event_get_status_code_sent(s->ws));
@@ -405,14 +416,22 @@ static void on_free(struct conn *c)
 
 void sess_close(struct conn *c, uint16_t code, const char *reason)
 {
-    struct frame *f;
-
     struct sess *s = c->owner;
+    struct frame *f;
 
     if (c->state != CONN_OPEN || !sess_is_session(c))
         return;
-    if (!s->in_feed)
-        ws_free(s);
+    if (s->in_feed) {
+        /* Inside wslay: read no further, and let feed() send what is
+         * already answered before the close. */
+        if (s->close_code == 0) {
+            s->close_code = code;
+            s->close_reason = reason;
+        }
+        wslay_event_shutdown_read(s->ws);
+        return;
+    }
+    ws_free(s);
     f = frame_build_close(env->fb, code, reason);
     if (f != NULL) {
         conn_send(c, f);

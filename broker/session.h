@@ -49,8 +49,10 @@ void sess_deliver(void *arg, struct reg_client *cl, struct frame *f);
 int sess_start(struct conn *c, const char *channels, size_t channels_len,
                const char *rest, size_t rest_len, struct auth_grant *grant);
 
-/* Sends close frame `code` with `reason` and closes gracefully, if c is an
- * open session. */
+/* Sends close frame `code` with `reason` (a static string) and closes
+ * gracefully, if c is an open session. Called while the session's own input
+ * is being read, it stops reading there and closes once the answers already
+ * due have been queued. */
 void sess_close(struct conn *c, uint16_t code, const char *reason);
 
 /* Frees the scratch buffers shared by sessions (at exit). */

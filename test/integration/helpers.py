@@ -874,3 +874,129 @@ async def sync_marker(ws, redis_port, marker, rounds=2, timeout=10.0):
                 continue
             others.append(text)
     return others
+
+
+# ---------------------------------------------------------------------------
+# Processes (/proc) and GET /metrics (test_process.py, test_security.py).
+
+def child_pids(pid):
+    """PIDs of the live (not zombie) children of `pid`, from /proc/*/stat."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d, "rb") as f:
+                st = f.read()
+        except OSError:
+            continue
+        rest = st[st.rindex(b")") + 2:].split()
+        if int(rest[1]) == pid and rest[0] not in (b"Z", b"X"):
+            out.append(int(d))
+    return sorted(out)
+
+
+def proc_cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    with open("/proc/%d/stat" % pid, "rb") as f:
+        st = f.read()
+    rest = st[st.rindex(b")") + 2:].split()
+    return (int(rest[11]) + int(rest[12])) / float(os.sysconf("SC_CLK_TCK"))
+
+
+def proc_rss_bytes(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+_PROM_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_PROM_LABEL = r"[a-zA-Z_][a-zA-Z0-9_]*"
+_PROM_VALUE = r"[+-]?(?:Inf|NaN|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)"
+_PROM_SAMPLE = re.compile(r"^(%s)(?:\{(.*)\})? (%s)(?: (-?\d+))?$" % (_PROM_NAME, _PROM_VALUE))
+_PROM_PAIR = re.compile(r'(%s)="((?:[^"\\\n]|\\[\\"n])*)"' % _PROM_LABEL)
+_PROM_TYPES = ("counter", "gauge", "histogram", "summary", "untyped")
+
+
+def parse_metrics(text):
+    """A strict parser of the Prometheus text exposition format (0.0.4).
+    Returns (types, samples): types maps each family to its TYPE, samples
+    maps (name, frozenset of label pairs) to the float value. Fails the test
+    on anything malformed: a line that is neither a comment nor a sample, a
+    sample whose family has no TYPE before it, a family split in two groups,
+    TYPE or HELP given twice, a repeated sample, a negative counter."""
+    assert text.endswith("\n"), "exposition does not end with a newline: %r" % text[-80:]
+    types, helps, samples = {}, set(), {}
+    done, current = set(), None
+    for n, line in enumerate(text[:-1].split("\n"), 1):
+        where = "metrics line %d: %r" % (n, line)
+        if line == "":
+            continue
+        if line.startswith("#"):
+            parts = line.split(" ", 3)
+            if len(parts) >= 2 and parts[1] in ("HELP", "TYPE"):
+                assert len(parts) >= 3 and re.fullmatch(_PROM_NAME, parts[2]), where
+                name = parts[2]
+                assert name not in done, "%s: family %s appears twice" % (where, name)
+                if parts[1] == "HELP":
+                    assert name not in helps, "%s: HELP twice" % where
+                    helps.add(name)
+                    doc = parts[3] if len(parts) == 4 else ""
+                    assert re.fullmatch(r"(?:[^\\\n]|\\[\\n])*", doc), where
+                else:
+                    assert name not in types, "%s: TYPE twice" % where
+                    assert len(parts) == 4 and parts[3] in _PROM_TYPES, where
+                    types[name] = parts[3]
+                if current is not None and current != name:
+                    done.add(current)
+                current = name
+            continue
+        m = _PROM_SAMPLE.match(line)
+        assert m, "%s: not a sample" % where
+        name, labels, value = m.group(1), m.group(2), m.group(3)
+        family = name
+        if name not in types:
+            for suffix in ("_bucket", "_sum", "_count"):
+                if name.endswith(suffix) and types.get(name[:-len(suffix)]) in ("histogram",
+                                                                                 "summary"):
+                    family = name[:-len(suffix)]
+        assert family in types, "%s: no # TYPE for %s before its sample" % (where, name)
+        assert family not in done and family == current, \
+            "%s: samples of %s are not one group after its TYPE" % (where, family)
+        pairs = []
+        if labels:
+            rest = labels
+            while rest:
+                pm = _PROM_PAIR.match(rest)
+                assert pm, "%s: bad label list" % where
+                pairs.append((pm.group(1), pm.group(2)))
+                rest = rest[pm.end():]
+                if rest.startswith(","):
+                    rest = rest[1:]
+                else:
+                    assert rest == "", "%s: bad label list" % where
+        assert len(set(k for k, _ in pairs)) == len(pairs), "%s: label repeated" % where
+        key = (name, frozenset(pairs))
+        assert key not in samples, "%s: sample repeated" % where
+        v = float(value)
+        if types[family] == "counter":
+            assert v >= 0, "%s: negative counter" % where
+        samples[key] = v
+    return types, samples
+
+
+def fetch_metrics(port, timeout=10.0):
+    """GET /metrics, checked and parsed: (types, samples)."""
+    r = http_request(port, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", timeout * SLOW)
+    assert r.status == 200, r
+    ctype = (r.header("Content-Type") or "").replace(" ", "")
+    assert ctype.startswith("text/plain;version=0.0.4"), r
+    assert int(r.header("Content-Length")) == len(r.body), r
+    return parse_metrics(r.body.decode("utf-8"))
+
+
+def metric(samples, name, **labels):
+    """One sample's value from fetch_metrics()[1]; None when absent."""
+    return samples.get((name, frozenset((k, str(v)) for k, v in labels.items())))
