@@ -15,12 +15,23 @@
 #include "config.h"
 #include "log.h"
 #include "stats.h"
+#include "util.h"
 
 #define CLU_SLOTS 16384
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
+#define QUERY_TIMEOUT_MS 3000 /* a node that does not answer CLUSTER SLOTS by then is skipped */
+#define PING_EVERY_MS 10000   /* a shard that leaves a PING unanswered this long is gone */
 
 enum sh_state { SH_DOWN, SH_CONNECTING, SH_HANDSHAKE, SH_READY };
+
+/* A SUNSUBSCRIBE we sent and whose reply has not come back: a reply for a
+ * name on this list is ours; one for any other name means the slot moved. */
+struct pend {
+    struct pend *next;
+    uint32_t len;
+    char name[];
+};
 
 struct shard {
     struct clu *cl;
@@ -31,6 +42,9 @@ struct shard {
     struct bufferevent *bev;
     redisReader *reader;
     struct event *retry;
+    struct event *ping;  /* liveness: PING every PING_EVERY_MS */
+    uint64_t ping_sent_ms; /* 0 when no PING is outstanding */
+    struct pend *pending;  /* our SUNSUBSCRIBEs awaiting their replies */
     long backoff_ms;
     int handshake_left;
     int in_topology; /* owns slots in the latest topology */
@@ -63,7 +77,9 @@ struct clu {
     int topo_done;      /* this query got a usable answer */
     int topo_known;
     struct event *topo_timer;
+    struct event *topo_deadline; /* the running query's answer is overdue */
     long topo_backoff_ms;
+    int lost_shards; /* shards lost and not yet replaced: their return is a reconnect */
 };
 
 static void shard_connect(struct shard *sh);
@@ -128,6 +144,43 @@ static void shard_send(struct shard *sh, const char *cmd, const char *name, size
     if (n > 0 && bufferevent_write(sh->bev, buf, (size_t)n) != 0)
         log_warn("cluster %s:%d: write failed", sh->host, sh->port);
     free(buf);
+    if (strcmp(cmd, "SUNSUBSCRIBE") == 0) {
+        struct pend *pd = malloc(sizeof(*pd) + len), **tail = &sh->pending;
+        if (pd == NULL)
+            return; /* its reply will look like a slot move: one extra refresh */
+        pd->next = NULL;
+        pd->len = (uint32_t)len;
+        memcpy(pd->name, name, len);
+        while (*tail != NULL)
+            tail = &(*tail)->next;
+        *tail = pd;
+    }
+}
+
+/* 1 when a sunsubscribe reply for name answers one of our SUNSUBSCRIBEs
+ * (which it then settles). */
+static int pend_take(struct shard *sh, const char *name, size_t len)
+{
+    struct pend **pp, *pd;
+
+    for (pp = &sh->pending; (pd = *pp) != NULL; pp = &pd->next) {
+        if (pd->len == len && memcmp(pd->name, name, len) == 0) {
+            *pp = pd->next;
+            free(pd);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void pend_clear(struct shard *sh)
+{
+    struct pend *pd;
+
+    while ((pd = sh->pending) != NULL) {
+        sh->pending = pd->next;
+        free(pd);
+    }
 }
 
 static void chan_set_on(struct clu *cl, struct cchan *c, struct shard *target)
@@ -174,7 +227,10 @@ static struct shard *shard_get(struct clu *cl, const char *host, int port)
     if (strlen(host) >= sizeof(sh->host) || (sh = calloc(1, sizeof(*sh))) == NULL)
         return NULL;
     sh->retry = evtimer_new(cl->base, NULL, NULL);
-    if (sh->retry == NULL) {
+    sh->ping = evtimer_new(cl->base, NULL, NULL);
+    if (sh->retry == NULL || sh->ping == NULL) {
+        if (sh->retry)
+            event_free(sh->retry);
         free(sh);
         return NULL;
     }
@@ -196,6 +252,9 @@ static void shard_close(struct shard *sh)
         redisReaderFree(sh->reader);
     sh->reader = NULL;
     sh->state = SH_DOWN;
+    sh->ping_sent_ms = 0;
+    evtimer_del(sh->ping);
+    pend_clear(sh);
 }
 
 static void shard_free(struct shard *sh)
@@ -207,6 +266,7 @@ static void shard_free(struct shard *sh)
     *pp = sh->next;
     shard_close(sh);
     event_free(sh->retry);
+    event_free(sh->ping);
     free(sh);
 }
 
@@ -222,13 +282,29 @@ static void subscribe_all_on(struct shard *sh)
                 shard_send(sh, "SSUBSCRIBE", c->name, c->len);
 }
 
+static void ping_cb(evutil_socket_t fd, short what, void *arg);
+
+static void ping_arm(struct shard *sh)
+{
+    struct timeval tv = {PING_EVERY_MS / 1000, (PING_EVERY_MS % 1000) * 1000};
+
+    evtimer_assign(sh->ping, sh->cl->base, ping_cb, sh);
+    evtimer_add(sh->ping, &tv);
+}
+
 static void shard_ready(struct shard *sh)
 {
     sh->state = SH_READY;
     sh->backoff_ms = BACKOFF_MIN_MS;
-    if (sh->ever_ready)
+    /* After a loss, a shard coming up (the same node back, or the replica
+     * promoted in its place) is a reconnect. */
+    if (sh->ever_ready || sh->cl->lost_shards > 0) {
         stats->redis_reconnects_total++;
+        if (sh->cl->lost_shards > 0)
+            sh->cl->lost_shards--;
+    }
     sh->ever_ready = 1;
+    ping_arm(sh);
     log_info("cluster shard %s:%d: connected, subscribing %zu channels", sh->host, sh->port,
              sh->nchans);
     subscribe_all_on(sh);
@@ -255,9 +331,11 @@ static void shard_lost(struct shard *sh, const char *why)
 {
     struct timeval tv = {sh->backoff_ms / 1000, (sh->backoff_ms % 1000) * 1000};
 
-    if (sh->state == SH_READY)
+    if (sh->state == SH_READY) {
         log_warn("cluster shard %s:%d: %s; %zu channels wait for it or a new owner", sh->host,
                  sh->port, why, sh->nchans);
+        sh->cl->lost_shards++;
+    }
     shard_close(sh);
     evtimer_assign(sh->retry, sh->cl->base, retry_cb, sh);
     evtimer_add(sh->retry, &tv);
@@ -277,13 +355,20 @@ static void handle_push(struct shard *sh, redisReply *r)
         return;
     kind = r->element[0]->str;
     ch = r->element[1];
+    if (strcasecmp(kind, "pong") == 0) {
+        sh->ping_sent_ms = 0;
+        return;
+    }
     if (strcasecmp(kind, "smessage") == 0 || strcasecmp(kind, "message") == 0) {
         if (r->element[2]->type == REDIS_REPLY_STRING)
             cl->hooks.on_message(cl->hooks.arg, ch->str, ch->len, r->element[2]->str,
                                  r->element[2]->len);
     } else if (strcasecmp(kind, "sunsubscribe") == 0) {
-        struct cchan *c = chan_find(cl, ch->str, ch->len, clu_slot(ch->str, ch->len));
+        struct cchan *c;
+        if (pend_take(sh, ch->str, ch->len))
+            return; /* the answer to our own SUNSUBSCRIBE */
         /* One we did not ask for: the slot moved (or the node lost it). */
+        c = chan_find(cl, ch->str, ch->len, clu_slot(ch->str, ch->len));
         if (c != NULL && c->on == sh) {
             log_info("cluster shard %s:%d: dropped channel '%.*s' (slot %u moved); "
                      "resubscribing",
@@ -296,6 +381,33 @@ static void handle_push(struct shard *sh, redisReply *r)
             update_up(cl);
         }
     }
+}
+
+/* "MOVED <slot> <host>:<port>": the slot's owner, straight from the node
+ * that refused; its channels go there now, before the next full map. */
+static void follow_moved(struct clu *cl, const char *arg)
+{
+    char host[128];
+    const char *sp = strchr(arg, ' '), *colon;
+    long slot = strtol(arg, NULL, 10);
+    struct shard *target;
+    struct cchan *c;
+    size_t hl;
+
+    if (sp == NULL || slot < 0 || slot >= CLU_SLOTS || (colon = strrchr(sp + 1, ':')) == NULL)
+        return;
+    hl = (size_t)(colon - (sp + 1));
+    if (hl == 0 || hl >= sizeof(host))
+        return;
+    memcpy(host, sp + 1, hl);
+    host[hl] = '\0';
+    if ((target = shard_get(cl, host, atoi(colon + 1))) == NULL)
+        return;
+    target->in_topology = 1;
+    cl->owner[slot] = target;
+    for (c = cl->chans[slot]; c != NULL; c = c->next)
+        chan_set_on(cl, c, target);
+    update_up(cl);
 }
 
 static void handle_reply(struct shard *sh, redisReply *r)
@@ -313,10 +425,14 @@ static void handle_reply(struct shard *sh, redisReply *r)
     }
     if (r->type == REDIS_REPLY_ARRAY) {
         handle_push(sh, r);
+    } else if (r->type == REDIS_REPLY_STATUS && strcasecmp(r->str, "PONG") == 0) {
+        sh->ping_sent_ms = 0; /* not subscribed to anything: a plain PONG */
     } else if (r->type == REDIS_REPLY_ERROR) {
         /* MOVED, ASK, CLUSTERDOWN, TRYAGAIN: the map we used is stale. */
         log_info("cluster shard %s:%d: %.*s; refreshing the topology", sh->host, sh->port,
                  (int)(r->len > 200 ? 200 : r->len), r->str);
+        if (strncmp(r->str, "MOVED ", 6) == 0)
+            follow_moved(sh->cl, r->str + 6);
         topo_soon(sh->cl, 100);
     }
 }
@@ -403,6 +519,26 @@ static void shard_connect(struct shard *sh)
     bufferevent_enable(sh->bev, EV_READ | EV_WRITE);
     if (bufferevent_socket_connect(sh->bev, (struct sockaddr *)&ss, sslen) != 0)
         shard_lost(sh, "connect failed");
+}
+
+/* Subscribed connections are otherwise silent: a node that froze or was
+ * cut off would never be noticed without asking. */
+static void ping_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct shard *sh = arg;
+    static const char ping[] = "*1\r\n$4\r\nPING\r\n";
+
+    (void)fd;
+    (void)what;
+    if (sh->state != SH_READY)
+        return;
+    if (sh->ping_sent_ms != 0) {
+        shard_lost(sh, "no answer to PING");
+        return;
+    }
+    sh->ping_sent_ms = mono_ms();
+    bufferevent_write(sh->bev, ping, sizeof(ping) - 1);
+    ping_arm(sh);
 }
 
 /* Topology. */
@@ -494,6 +630,7 @@ static void topo_finished(struct clu *cl)
 {
     cl->topo = NULL;
     cl->topo_busy = 0;
+    evtimer_del(cl->topo_deadline);
     if (!cl->topo_done) {
         topo_soon(cl, cl->topo_backoff_ms);
         cl->topo_backoff_ms =
@@ -580,6 +717,29 @@ static void topo_start(struct clu *cl)
         return;
     }
     cl->topo = ac;
+    {
+        struct timeval tv = {QUERY_TIMEOUT_MS / 1000, (QUERY_TIMEOUT_MS % 1000) * 1000};
+        evtimer_add(cl->topo_deadline, &tv);
+    }
+}
+
+/* A node that accepts but does not answer (frozen, overloaded) must not hold
+ * up the map: drop it, from this timer and not from a hiredis callback, and
+ * ask the next address. */
+static void topo_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct clu *cl = arg;
+    redisAsyncContext *ac = cl->topo;
+
+    (void)fd;
+    (void)what;
+    if (ac == NULL)
+        return;
+    log_warn("cluster: node %s:%d did not answer within %d ms; trying another",
+             ac->c.tcp.host, ac->c.tcp.port, QUERY_TIMEOUT_MS);
+    ac->data = NULL;
+    redisAsyncFree(ac);
+    topo_finished(cl);
 }
 
 static void topo_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -669,7 +829,8 @@ struct clu *clu_new(struct event_base *base, const struct cfg *cfg,
     cl->password = dup_or_null(cfg->redis_password);
     cl->topo_backoff_ms = BACKOFF_MIN_MS;
     cl->topo_timer = evtimer_new(base, topo_timer_cb, cl);
-    if (cl->seeds == NULL || cl->topo_timer == NULL) {
+    cl->topo_deadline = evtimer_new(base, topo_deadline_cb, cl);
+    if (cl->seeds == NULL || cl->topo_timer == NULL || cl->topo_deadline == NULL) {
         clu_free(cl);
         return NULL;
     }
@@ -699,6 +860,8 @@ void clu_free(struct clu *cl)
     }
     if (cl->topo_timer)
         event_free(cl->topo_timer);
+    if (cl->topo_deadline)
+        event_free(cl->topo_deadline);
     free(cl->seeds);
     free(cl->user);
     free(cl->password);

@@ -18,6 +18,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define REQUERY_MIN_MS 1000
+#define ANSWER_TIMEOUT_MS 3000 /* a sentinel that has not named the primary by then is skipped */
 
 struct sent {
     struct event_base *base;
@@ -28,6 +29,7 @@ struct sent {
     unsigned turn;
     redisAsyncContext *ac;
     struct event *timer;
+    struct event *deadline; /* the running question's answer is overdue */
     int abandon;     /* the timer must drop ac (decided inside a callback) */
     long backoff_ms;
     uint64_t last_requery_ms;
@@ -45,6 +47,7 @@ static void arm(struct sent *s, long ms)
 static void went_away(struct sent *s)
 {
     s->ac = NULL;
+    evtimer_del(s->deadline);
     s->turn++; /* next time, the next sentinel */
     arm(s, s->backoff_ms);
     s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
@@ -91,6 +94,7 @@ static void addr_cb(redisAsyncContext *ac, void *r, void *priv)
         return;
     }
     port = strtol(reply->element[1]->str, NULL, 10);
+    evtimer_del(s->deadline);
     s->backoff_ms = BACKOFF_MIN_MS;
     log_info("sentinel %s:%d: primary %s is at %s:%ld", ac->c.tcp.host, ac->c.tcp.port, s->name,
              reply->element[0]->str, port);
@@ -159,6 +163,28 @@ static void connect_next(struct sent *s)
         return;
     }
     s->ac = ac;
+    {
+        struct timeval tv = {ANSWER_TIMEOUT_MS / 1000, (ANSWER_TIMEOUT_MS % 1000) * 1000};
+        evtimer_add(s->deadline, &tv);
+    }
+}
+
+/* A sentinel that accepts but does not answer must not hold us: drop it
+ * (from this timer, not a hiredis callback) and ask the next one. */
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sent *s = arg;
+    redisAsyncContext *ac = s->ac;
+
+    (void)fd;
+    (void)what;
+    if (ac == NULL)
+        return;
+    log_warn("sentinel %s:%d: no answer within %d ms; trying the next one", ac->c.tcp.host,
+             ac->c.tcp.port, ANSWER_TIMEOUT_MS);
+    ac->data = NULL;
+    redisAsyncFree(ac);
+    went_away(s); /* moves on to the next sentinel */
 }
 
 /* Runs from the timer: a new connection (after a loss, or to ask again),
@@ -207,7 +233,8 @@ struct sent *sent_new(struct event_base *base, const struct cfg *cfg, sent_maste
     s->name = strdup(cfg->redis_master_name);
     s->password = cfg->redis_password ? strdup(cfg->redis_password) : NULL;
     s->timer = evtimer_new(base, timer_cb, s);
-    if (s->list == NULL || s->name == NULL || s->timer == NULL ||
+    s->deadline = evtimer_new(base, deadline_cb, s);
+    if (s->list == NULL || s->name == NULL || s->timer == NULL || s->deadline == NULL ||
         (cfg->redis_password && s->password == NULL)) {
         sent_free(s);
         return NULL;
@@ -226,6 +253,8 @@ void sent_free(struct sent *s)
     }
     if (s->timer)
         event_free(s->timer);
+    if (s->deadline)
+        event_free(s->deadline);
     free(s->list);
     free(s->name);
     free(s->user);
