@@ -39,7 +39,7 @@ FUZZ_TIME ?= 60
 FUZZERS   := $(patsubst test/fuzz/%.c,build/fuzz/%,$(wildcard test/fuzz/fuzz_*.c))
 FUZZ_SAN  := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all deps test unit integration asan test-asan test-valgrind run clean fuzz fuzz-build fuzz-libs
+.PHONY: all deps test unit integration asan test-asan test-valgrind run clean fuzz fuzz-build fuzz-libs stack stack-stop e2e
 all: $(BUILD)/broker $(TOOLS)
 
 deps:
@@ -87,16 +87,36 @@ asan:
 test-asan:
 	$(MAKE) BUILD=build/asan SANITIZER=address unit integration
 
-# Everything: unit and integration tests, again under ASan+UBSan and under
-# valgrind, and every fuzzer for a short while.
+# Everything: unit, integration and end-to-end (browser) tests, again under
+# ASan+UBSan and under valgrind, and every fuzzer for a short while.
 test: deps
-	$(MAKE) unit integration
+	$(MAKE) unit integration e2e
 	$(MAKE) test-asan
 	$(MAKE) test-valgrind
 	$(MAKE) fuzz FUZZ_TIME=20
 
 run: deps all
 	scripts/run.sh
+
+# The production topology on loopback (scripts/stack.sh): redis-server, the
+# broker and nginx terminating TLS with docker/nginx.conf. Prints the wss://,
+# https:// (demo page) and redis:// URLs; `make stack-stop` stops it.
+stack: deps all
+	scripts/stack.sh start
+
+stack-stop:
+	scripts/stack.sh stop
+
+# End-to-end tests (test/e2e, node --test): the stack with headless Debian
+# Chromium through nginx TLS, and protocol/broker-client.js against a real
+# broker. npm ci installs playwright-core and ws from the lock (no browser
+# download); node >= 20.
+e2e: $(BUILD)/broker
+	@scripts/deps.sh chromium
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' || \
+		{ echo "e2e: needs node >= 20 (Debian 12's nodejs is 18)" >&2; exit 1; }
+	@test -d test/e2e/node_modules || (cd test/e2e && npm ci --no-audit --no-fund)
+	cd test/e2e && BROKER_BIN=$(abspath $(BUILD)/broker) timeout 600 node --test
 
 fuzz-libs:
 	$(MAKE) BUILD=build/fuzz/lib CC=clang CFLAGS="-g -O1 -fsanitize=fuzzer-no-link $(FUZZ_SAN)" \

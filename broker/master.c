@@ -44,6 +44,35 @@ struct master {
     sigset_t saved;
 };
 
+/* SO_REUSEPORT would let a second broker (an old one still running) join
+ * the port silently and take half the connections: a plain bind first
+ * fails with EADDRINUSE when anything holds the port. */
+static int port_is_free(const struct cfg *cfg)
+{
+    struct addrinfo hints, *ai = NULL;
+    char port[8];
+    int fd, one = 1, ok = 0;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(port, sizeof(port), "%d", cfg->listen_port);
+    if (getaddrinfo(cfg->listen_host, port, &hints, &ai) != 0)
+        return 1; /* listen_socket() reports it */
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
+        bind(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+        ok = 1;
+    else
+        log_error("listen %s:%d: %s (is another broker running?)", cfg->listen_host,
+                  cfg->listen_port, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(ai);
+    return ok;
+}
+
 static int listen_socket(const struct cfg *cfg)
 {
     struct addrinfo hints, *ai = NULL;
@@ -303,6 +332,8 @@ int master_run(struct cfg *cfg, int *is_worker)
         log_error("shared memory for metrics: %s", strerror(errno));
         goto done;
     }
+    if (!port_is_free(cfg))
+        goto done;
     for (i = 0; i < m.n; i++)
         if ((m.slots[i].fd = listen_socket(cfg)) < 0)
             goto done;

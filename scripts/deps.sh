@@ -9,8 +9,8 @@ set -eu
 
 PKGS="gcc make pkg-config libc6-dev
 libevent-dev libhiredis-dev libwslay-dev libjansson-dev libssl-dev
-redis-server redis-tools curl
-python3 python3-pytest python3-pytest-timeout python3-websockets
+redis-server redis-tools curl nginx-light openssl
+python3 python3-pytest python3-pytest-timeout python3-websockets python3-yaml
 valgrind clang libclang-rt-14-dev"
 
 missing=""

@@ -1,0 +1,1 @@
+../broker-client.js
