@@ -86,7 +86,9 @@ class Setup:
     def __init__(self):
         self.dir = tmpdir("sentinel-")
         pp, rp = free_port(), free_port()
-        base = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        # Diskless sync waits 5 s for more replicas by default: not here.
+        base = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--repl-diskless-sync-delay", "0"]
         self.primary = Proc(pp, self.dir, ["--port", str(pp), "--dir", self.dir] + base, "redis")
         self.replica = Proc(rp, self.dir, ["--port", str(rp), "--dir", self.dir,
                                            "--replicaof", "127.0.0.1", str(pp)] + base, "redis")
@@ -108,7 +110,7 @@ class Setup:
         self.primary.start()
         self.replica.start()
         wait_until(lambda: info_field(self.replica.port, "replication", "master_link_status") == "up",
-                   20, interval=0.1, what="replica linked to the primary")
+                   20 * max(1, SLOW / 2), interval=0.1, what="replica linked to the primary")
         for s in self.sentinels:
             s.start()
         self.wait_settled(self.primary.port, self.replica.port, 30)
