@@ -18,18 +18,19 @@ import sys
 # Measured on the 2-core benchmark machine (BENCHMARKS.md); see SCALING.md.
 DEFAULTS = {
     # one worker (one core) of the broker
-    "frames_per_core": 250_000,      # client frames written per second (writev, one per client per tick)
-    "out_bytes_per_core": 1.0e9,     # payload bytes per second into sockets
+    "frames_per_core": 90_000,       # client frames written per second (one writev per client
+                                     # per tick; on loopback this includes the receiver's kernel work)
+    "out_bytes_per_core": 2.5e9,     # payload bytes per second into sockets (3 KB-120 KB frames)
     "ingest_per_core": 700_000,      # Redis messages per second read and batched by one worker (250 B)
     "user_kb_per_conn": 0.62,        # broker user-space memory per idle subscribed connection
-    "kernel_kb_per_conn": 4.0,       # kernel memory per idle TCP socket (socket, buffers at rest)
+    "kernel_kb_per_conn": 2.0,       # kernel memory per idle TCP socket (socket, no data queued)
     "upgrades_per_core": 20_000,     # WebSocket handshakes per second per worker (plain)
     # nginx (TLS terminator)
-    "tls_handshakes_per_core": 5_000,  # full TLS 1.3 handshakes (ECDSA P-256) per core
+    "tls_handshakes_per_core": 1_500,  # full TLS 1.3 handshakes per core (~640 us CPU each here)
     "tls_bytes_per_core": 1.0e9,     # AES-GCM bulk encryption per core
-    "nginx_kb_per_conn": 2.5,        # nginx user-space memory per proxied WebSocket
+    "nginx_kb_per_conn": 45.0,       # nginx memory per proxied TLS WebSocket (OpenSSL 3: ~30 KB)
     # Redis
-    "redis_deliveries_per_shard": 1_000_000,  # messages written to subscriber links per shard core
+    "redis_deliveries_per_shard": 900_000,  # messages written to subscriber links per shard core
     # machines
     "cores_per_node": 16,
     "ram_gb_per_node": 64,
@@ -52,14 +53,16 @@ def model(clients, channels, publish_rate, payload, interval, subs_per_client, p
     out_bytes = deliveries * payload + frames * p["frame_overhead_bytes"]
 
     cores_fanout = frames / p["frames_per_core"] + out_bytes / p["out_bytes_per_core"]
-    # Memory: per connection, in the broker and the kernel (and nginx in front).
+    # Memory: per connection, in the broker and the kernel, and in nginx in
+    # front (same nodes: nginx runs next to the workers).
     mem_gb_broker = clients * (p["user_kb_per_conn"] + p["kernel_kb_per_conn"]) / 1024 / 1024
+    mem_gb_nginx = clients * (p["nginx_kb_per_conn"] + p["kernel_kb_per_conn"]) / 1024 / 1024
     # Spread: each worker serves clients/workers connections and subscribes in
     # Redis to the distinct channels its clients want.
     node_cores_broker = p["cores_per_node"] - 1  # N-1 workers, nginx on the rest
     # Enough nodes for CPU, memory and network, whichever needs most.
     nodes_cpu = cores_fanout / node_cores_broker
-    nodes_mem = mem_gb_broker / (p["ram_gb_per_node"] * 0.7)
+    nodes_mem = (mem_gb_broker + mem_gb_nginx) / (p["ram_gb_per_node"] * 0.7)
     nodes_net = out_bytes * 8 / (p["nic_gbit"] * 1e9 * 0.7)
     nodes_conn = clients / p["max_clients_per_node"]
     # One node more than the load needs, so that losing one is absorbed.
@@ -74,7 +77,7 @@ def model(clients, channels, publish_rate, payload, interval, subs_per_client, p
     nginx_cores = out_bytes / p["tls_bytes_per_core"]
     bottleneck = max(
         ("broker CPU (frames and bytes)", nodes_cpu),
-        ("memory (connections)", nodes_mem),
+        ("memory (connections, mostly nginx's TLS state)", nodes_mem),
         ("network", nodes_net),
         ("clients per node (blast radius)", nodes_conn),
         key=lambda kv: kv[1])[0]
@@ -90,7 +93,7 @@ def model(clients, channels, publish_rate, payload, interval, subs_per_client, p
         "ingest_per_worker": ingest_per_worker,
         "redis_deliveries_per_s": redis_deliveries, "redis_shards": shards,
         "nginx_cores": nginx_cores,
-        "nginx_mem_gb": clients * p["nginx_kb_per_conn"] / 1024 / 1024,
+        "nginx_mem_gb": mem_gb_nginx,
         "bottleneck": bottleneck,
     }
 
