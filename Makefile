@@ -39,7 +39,7 @@ FUZZ_TIME ?= 60
 FUZZERS   := $(patsubst test/fuzz/%.c,build/fuzz/%,$(wildcard test/fuzz/fuzz_*.c))
 FUZZ_SAN  := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-.PHONY: all deps test unit integration asan test-asan test-valgrind run clean fuzz fuzz-build fuzz-libs stack stack-stop e2e
+.PHONY: all deps test unit integration asan test-asan test-valgrind run clean fuzz fuzz-build fuzz-libs stack stack-stop e2e bench bench-compare
 all: $(BUILD)/broker $(TOOLS)
 
 deps:
@@ -97,6 +97,19 @@ test: deps
 
 run: deps all
 	scripts/run.sh
+
+# Benchmarks (BENCHMARKS.md), never part of `make test`. `make bench`: the broker
+# against the floor (scripts/bench/peers/floor.c); `make bench-compare`: also the
+# Node.js (ws, socket.io) and nginx+nchan peers. Options go in BENCH_ARGS, e.g.
+# make bench BENCH_ARGS="--quick --scenarios fanout".
+BENCH_ARGS ?=
+bench: all
+	@scripts/deps.sh gnuplot-nox
+	/usr/bin/python3 scripts/bench/run.py $(BENCH_ARGS)
+
+bench-compare: all
+	@scripts/deps.sh gnuplot-nox nginx libnginx-mod-nchan nodejs
+	/usr/bin/python3 scripts/bench/run.py --compare $(BENCH_ARGS)
 
 # The production topology on loopback (scripts/stack.sh): redis-server, the
 # broker and nginx terminating TLS with docker/nginx.conf. Prints the wss://,
