@@ -2,6 +2,7 @@
  * (see json.h). */
 #include "json.h"
 
+#include <stdint.h>
 #include <string.h>
 
 typedef const unsigned char *cursor;
@@ -82,13 +83,32 @@ static int is_hex(unsigned c)
     return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
 }
 
+/* 1 when the 8 bytes at p are all printable ASCII other than '"' and '\\':
+ * the common case inside strings, tested a word at a time (the classic
+ * "has a zero byte" trick on x, x^'"' and x^'\\', plus the high bits). */
+static int plain8(cursor p)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t x, q, b;
+
+    memcpy(&x, p, 8);
+    q = x ^ (ones * '"');
+    b = x ^ (ones * '\\');
+    return (((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | x) & highs ? 0 : 1;
+}
+
 static cursor v_string(cursor p, cursor end)
 {
     size_t sub, k;
 
     p++; /* opening quote */
     while (p < end) {
-        unsigned c = *p;
+        unsigned c;
+        while (end - p >= 8 && plain8(p))
+            p += 8;
+        if (p >= end)
+            break;
+        c = *p;
         if (c == '"')
             return p + 1;
         if (c == '\\') {
@@ -257,6 +277,8 @@ int proto_json_encode_string(struct proto_buf *out, const char *s, size_t n)
     *o++ = '"';
     while (p < end) {
         run = p;
+        while (end - p >= 8 && plain8(p))
+            p += 8;
         while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
             p++;
         memcpy(o, run, (size_t)(p - run));

@@ -926,8 +926,57 @@ static void test_string_eq_contract(void)
     CHECK(proto_json_string_eq(span_of(esc), lit) == 1);
 }
 
+/* Strings long enough for the word-at-a-time scan: one special byte at
+ * every position of a 40-byte string, so each lands in every lane of the
+ * 8-byte words and in the tail. */
+static void test_validate_long_strings(void)
+{
+    static const struct {
+        const char *ins;
+        int valid;
+    } cases[] = {
+        {"\x01", 0}, {"\x1f", 0}, {"\"", 0}, {"\\q", 0}, {"\xff", 0}, {"\xc3", 0},
+        {"\\n", 1}, {"\\\"", 1}, {"\\u00e9", 1}, {"\xc3\xa9", 1}, {"\x7f", 1}, {" ", 1},
+        {"\xe2\x82\xac", 1}, {"\xf0\x9f\x98\x80", 1}, {"\xed\xa0\x80", 0},
+    };
+    char buf[128], enc[512];
+    size_t i, pos, n, m;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        for (pos = 0; pos < 40; pos++) {
+            n = 0;
+            buf[n++] = '"';
+            memset(buf + n, 'a', pos);
+            n += pos;
+            memcpy(buf + n, cases[i].ins, strlen(cases[i].ins));
+            n += strlen(cases[i].ins);
+            memset(buf + n, 'b', 40 - pos);
+            n += 40 - pos;
+            buf[n++] = '"';
+            if (proto_json_validate(buf, n) != cases[i].valid) {
+                CHECK(proto_json_validate(buf, n) == cases[i].valid);
+                fprintf(stderr, "  case %zu at %zu\n", i, pos);
+            } else {
+                t_run++;
+            }
+            /* The encoder escapes the quote, backslash and control bytes
+             * wherever they sit, and its output is always valid. */
+            {
+                struct proto_buf b = {0};
+                m = n - 2;
+                if (proto_json_encode_string(&b, buf + 1, m) == 0 && b.len < sizeof(enc)) {
+                    memcpy(enc, b.data, b.len);
+                    CHECK(proto_json_validate(enc, b.len));
+                }
+                proto_buf_free(&b);
+            }
+        }
+    }
+}
+
 int main(void)
 {
+    test_validate_long_strings();
     test_utf8_valid();
     test_utf8_exhaustive();
     test_validate_values();
