@@ -414,6 +414,12 @@ static void conn_write(struct conn *c)
         finish_drain(c);
 }
 
+void conn_flush(struct conn *c)
+{
+    if (c->state != CONN_DEAD && !c->wev_on && c->qlen > 0)
+        conn_write(c);
+}
+
 void conn_end(struct conn *c)
 {
     if (c->state != CONN_OPEN)

@@ -96,6 +96,12 @@ int conn_send(struct conn *c, struct frame *f);
 /* Queues a private copy of p[0..n). Same returns as conn_send. */
 int conn_send_copy(struct conn *c, const void *p, size_t n);
 
+/* Writes what is queued now instead of at the end of the iteration: for
+ * answers to one client (an HTTP response, the 101, an ack), where the
+ * delay would only add latency. Batch frames stay deferred, so that a
+ * client's frames of one flush leave in one writev. */
+void conn_flush(struct conn *c);
+
 /* Drops queued frames that have not started to go out (a frame partly
  * written is kept, so the stream stays well formed). Returns the number of
  * batched messages those frames carried. */

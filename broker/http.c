@@ -76,8 +76,13 @@ void http_accept(struct conn_set *set, int fd)
         return;
     }
     h->deadline_ms = conn_now_ms() + (uint64_t)env->cfg->handshake_timeout_ms;
-    if ((c = conn_new(set, fd, &http_ops, h)) == NULL)
+    if ((c = conn_new(set, fd, &http_ops, h)) == NULL) {
         free(h);
+        return;
+    }
+    /* Clients send their request as soon as they are connected, so it is
+     * often here already: read it now rather than a loop turn later. */
+    on_read(c);
 }
 
 static void on_free(struct conn *c)
@@ -119,6 +124,7 @@ static void respond(struct conn *c, int status, const char *reason, const char *
     if (n > 0 && (size_t)n < sizeof(buf))
         conn_send_copy(c, buf, (size_t)n);
     conn_end(c);
+    conn_flush(c);
 }
 
 /* GET /metrics: Prometheus text exposition summed over every worker. */
@@ -320,6 +326,7 @@ static void upgrade(struct conn *c, const struct proto_http_req *r, const char *
         h->head.data = NULL;
         on_free(c);
         sess_start(c, channels.len ? channels.data : NULL, channels.len, rest, rest_len, grant);
+        conn_flush(c);
         proto_buf_free(&head);
     }
     proto_buf_free(&channels);

@@ -273,6 +273,8 @@ static void flush_wsout(struct sess *s)
         return;
     if (conn_send_copy(s->conn, wsout.data, wsout.len) != 0 && errno == ENOBUFS)
         conn_kill(s->conn); /* cannot even queue a reply */
+    else
+        conn_flush(s->conn);
     proto_buf_reset(&wsout);
 }
 
