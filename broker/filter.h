@@ -19,8 +19,8 @@
  * The registry sees filters as opaque: it groups subscriptions by
  * filter_key() (equal for filters that mean the same thing, whatever their
  * key order) and asks filter_match() with a struct filter_msg that parses
- * the payload on the first question and answers every later one from that
- * one parse. */
+ * the payload (into a token index, not a tree) on the first question and
+ * answers every later one from that one pass. */
 #ifndef BROKER_FILTER_H
 #define BROKER_FILTER_H
 
@@ -52,7 +52,7 @@ const char *filter_key(const struct filter *f, size_t *len);
 struct filter_msg {
     const char *text; /* borrowed payload */
     size_t len;
-    void *doc;        /* the parsed object, once parsed */
+    size_t ntoks;     /* tokens in the worker's index, once parsed */
     int state;        /* 0 not parsed yet, 1 parsed object, 2 not an object */
 };
 
@@ -61,7 +61,11 @@ struct filter_msg {
 void filter_msg_init(struct filter_msg *m, const char *text, size_t len, int is_json);
 void filter_msg_release(struct filter_msg *m);
 
-/* 1 when the payload satisfies f, else 0. */
+/* 1 when the payload satisfies f, else 0. One payload at a time: the token
+ * index is the worker's, reused by the next filter_msg. */
 int filter_match(const struct filter *f, struct filter_msg *m);
+
+/* Frees the worker's token buffer (at exit). */
+void filter_cleanup(void);
 
 #endif

@@ -19,6 +19,7 @@
 #include "batch.h"
 #include "config.h"
 #include "conn.h"
+#include "filter.h"
 #include "frame.h"
 #include "http.h"
 #include "log.h"
@@ -395,6 +396,7 @@ static void worker_free(struct worker *w)
         frame_unref(w->senv.ping);
     frame_builder_free(w->fb);
     sess_cleanup();
+    filter_cleanup();
     proto_buf_free(&w->scratch);
     if (w->base)
         event_base_free(w->base);

@@ -3,6 +3,7 @@
 #include "json.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef const unsigned char *cursor;
@@ -393,6 +394,109 @@ int proto_json_obj_next(struct proto_json_obj_iter *it,
     it->p = (const char *)k;
     it->state = IT_NEXT;
     return 1;
+}
+
+/* Tokenizer. */
+
+static int tok_push(struct proto_json_tok **toks, size_t *cap, size_t n, uint8_t type,
+                    size_t start)
+{
+    if (n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 64;
+        struct proto_json_tok *t = realloc(*toks, ncap * sizeof(*t));
+        if (t == NULL)
+            return -1;
+        *toks = t;
+        *cap = ncap;
+    }
+    (*toks)[n].type = type;
+    (*toks)[n].start = (uint32_t)start;
+    (*toks)[n].len = 0;
+    (*toks)[n].end = (uint32_t)n + 1;
+    return 0;
+}
+
+/* Past the closing quote of the (valid) string starting at p. */
+static cursor skip_string(cursor p, cursor end)
+{
+    p++;
+    for (;;) {
+        while (end - p >= 8 && plain8(p))
+            p += 8;
+        if (p >= end)
+            return end;
+        if (*p == '"')
+            return p + 1;
+        p += *p == '\\' ? 2 : 1;
+    }
+}
+
+long proto_json_tokenize(const char *text, size_t n, struct proto_json_tok **toks, size_t *cap)
+{
+    uint32_t stack[PROTO_JSON_MAX_DEPTH + 1];
+    cursor base = (cursor)text, p = base, end = base + n;
+    size_t count = 0;
+    int depth = 0;
+
+    if (n == 0 || n > UINT32_MAX)
+        return -1;
+    while (p < end) {
+        unsigned c = *p;
+        size_t at = (size_t)(p - base);
+        struct proto_json_tok *t;
+
+        switch (c) {
+        case ' ': case '\t': case '\n': case '\r': case ',': case ':':
+            p++;
+            continue;
+        case '{':
+        case '[':
+            if (depth > PROTO_JSON_MAX_DEPTH ||
+                tok_push(toks, cap, count, c == '{' ? PROTO_JSON_OBJECT : PROTO_JSON_ARRAY,
+                         at) != 0)
+                return -1;
+            stack[depth++] = (uint32_t)count++;
+            p++;
+            continue;
+        case '}':
+        case ']':
+            if (depth == 0)
+                return -1;
+            t = &(*toks)[stack[--depth]];
+            t->len = (uint32_t)(at + 1 - t->start);
+            t->end = (uint32_t)count;
+            p++;
+            continue;
+        case '"':
+            if (tok_push(toks, cap, count, PROTO_JSON_STRING, at) != 0)
+                return -1;
+            p = skip_string(p, end);
+            break;
+        case 't':
+        case 'f':
+        case 'n':
+            if (tok_push(toks, cap, count,
+                         c == 't' ? PROTO_JSON_TRUE : c == 'f' ? PROTO_JSON_FALSE : PROTO_JSON_NULL,
+                         at) != 0)
+                return -1;
+            p += c == 'f' ? 5 : 4;
+            if (p > end)
+                return -1;
+            break;
+        default:
+            if (tok_push(toks, cap, count, PROTO_JSON_NUMBER, at) != 0)
+                return -1;
+            while (p < end && ((*p >= '0' && *p <= '9') || *p == '-' || *p == '+' ||
+                               *p == '.' || *p == 'e' || *p == 'E'))
+                p++;
+            if ((size_t)(p - base) == at)
+                return -1;
+            break;
+        }
+        (*toks)[count].len = (uint32_t)((size_t)(p - base) - at);
+        count++;
+    }
+    return depth == 0 ? (long)count : -1;
 }
 
 static unsigned hexval(unsigned c)

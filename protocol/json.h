@@ -13,6 +13,7 @@
 #define PROTO_JSON_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "buf.h"
 
@@ -71,6 +72,25 @@ int proto_json_obj_begin(struct proto_json_obj_iter *it, const char *p, size_t n
  * and the text end cleanly; -1 when the text is not valid JSON. */
 int proto_json_obj_next(struct proto_json_obj_iter *it,
                         struct proto_json_span *key, struct proto_json_span *val);
+
+/* One value of a tokenized JSON text, in document order (as jsmn does): a
+ * container's token is followed by its contents (an object's by each key's
+ * string token and then that key's value), and `end` is the index of the
+ * first token after the container, so a whole subtree is skipped in one
+ * step. Offsets are into the tokenized text. */
+struct proto_json_tok {
+    uint32_t start; /* first byte (a string's opening quote) */
+    uint32_t len;   /* bytes of the value, quotes and brackets included */
+    uint32_t end;   /* index of the token after this value's subtree */
+    uint8_t type;   /* enum proto_json_type */
+};
+
+/* Tokenizes p[0..n), which must be valid JSON (proto_json_validate) and at
+ * most 4 GiB, into *toks, growing it (realloc; *cap is its capacity in
+ * tokens) as needed: a buffer reused across calls stops allocating once it
+ * is large enough. Returns the number of tokens, or -1 on ENOMEM or when
+ * the text turns out not to be JSON. One pass, no allocation per value. */
+long proto_json_tokenize(const char *p, size_t n, struct proto_json_tok **toks, size_t *cap);
 
 /* Decodes a JSON string literal (quotes included, as given by the iterator)
  * into out, replacing lone surrogate escapes by U+FFFD. Returns 0, or -1 when

@@ -40,6 +40,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if ((r == 0) != valid)
             abort();
     }
+    /* A valid text tokenizes into well-nested tokens that cover it. */
+    if (valid) {
+        static struct proto_json_tok *toks;
+        static size_t cap;
+        long n = proto_json_tokenize(p, size, &toks, &cap), i;
+        if (n <= 0 || toks[0].end != (uint32_t)n)
+            abort();
+        for (i = 0; i < n; i++)
+            if (toks[i].start + toks[i].len > size || toks[i].end <= (uint32_t)i ||
+                toks[i].end > (uint32_t)n)
+                abort();
+    }
     proto_buf_free(&b);
     proto_buf_free(&d);
     return 0;

@@ -261,20 +261,23 @@ static void test_parse_once(void)
     struct filter *a = compile("{\"x\":1}"), *b = compile("{\"x\":{\"$gt\":0}}");
     struct filter_msg m;
     const char *p = "{\"x\":1}";
-    void *doc;
 
     filter_msg_init(&m, p, strlen(p), 1);
-    CHECK(m.state == 0 && m.doc == NULL);
+    CHECK(m.state == 0 && m.ntoks == 0);
     CHECK(filter_match(a, &m) == 1);
-    doc = m.doc;
-    CHECK(doc != NULL && m.state == 1);
+    CHECK(m.state == 1 && m.ntoks == 3); /* the object, its key, its value */
     CHECK(filter_match(b, &m) == 1);
-    CHECK(m.doc == doc);
+    CHECK(m.state == 1 && m.ntoks == 3);
     filter_msg_release(&m);
     /* a non-object is never parsed */
     filter_msg_init(&m, "[1,2]", 5, 1);
     CHECK(filter_match(a, &m) == 0);
-    CHECK(m.doc == NULL);
+    CHECK(m.state == 2 && m.ntoks == 0);
+    filter_msg_release(&m);
+    /* nor is a payload that was not JSON (sent as a string) */
+    filter_msg_init(&m, "\"{}\"", 4, 0);
+    CHECK(filter_match(a, &m) == 0);
+    CHECK(m.state == 2 && m.ntoks == 0);
     filter_msg_release(&m);
     filter_free(a);
     filter_free(b);
@@ -292,5 +295,6 @@ int main(void)
     test_malformed();
     test_canonical_key();
     test_parse_once();
+    filter_cleanup();
     return t_done("filter");
 }

@@ -974,8 +974,37 @@ static void test_validate_long_strings(void)
     }
 }
 
+static void test_tokenize(void)
+{
+    const char *doc = " {\"a\":[1,{\"b\":\"x\\\"y\"}],\"c\":true,\"d\":null,\"e\":-1.5e3} ";
+    struct proto_json_tok *t = NULL;
+    size_t cap = 0;
+    long n = proto_json_tokenize(doc, strlen(doc), &t, &cap);
+
+    /* { "a" [ 1 { "b" "x\"y" } ] "c" true "d" null "e" -1.5e3 }: 13 values */
+    CHECK(n == 13);
+    if (n == 13) {
+        CHECK(t[0].type == PROTO_JSON_OBJECT && t[0].end == 13 && t[0].start == 1);
+        CHECK_MEM(doc + t[1].start, t[1].len, "\"a\"");
+        CHECK(t[2].type == PROTO_JSON_ARRAY && t[2].end == 7);
+        CHECK(t[3].type == PROTO_JSON_NUMBER && t[3].end == 4);
+        CHECK(t[4].type == PROTO_JSON_OBJECT && t[4].end == 7);
+        CHECK_MEM(doc + t[6].start, t[6].len, "\"x\\\"y\"");
+        CHECK_MEM(doc + t[7].start, t[7].len, "\"c\"");
+        CHECK(t[8].type == PROTO_JSON_TRUE && t[10].type == PROTO_JSON_NULL);
+        CHECK_MEM(doc + t[12].start, t[12].len, "-1.5e3");
+        CHECK_MEM(doc + t[0].start, t[0].len, "{\"a\":[1,{\"b\":\"x\\\"y\"}],\"c\":true,\"d\":null,\"e\":-1.5e3}");
+    }
+    /* Scalars are texts too; unbalanced text is refused. */
+    CHECK(proto_json_tokenize("42", 2, &t, &cap) == 1 && t[0].type == PROTO_JSON_NUMBER);
+    CHECK(proto_json_tokenize("[1,2", 4, &t, &cap) == -1);
+    CHECK(proto_json_tokenize("", 0, &t, &cap) == -1);
+    free(t);
+}
+
 int main(void)
 {
+    test_tokenize();
     test_validate_long_strings();
     test_utf8_valid();
     test_utf8_exhaustive();
