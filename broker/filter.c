@@ -354,7 +354,7 @@ struct filter *filter_compile(const char *json, size_t len, int *empty, const ch
     void *it;
 
     *empty = 0;
-    root = json_loadb(json, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+    root = json_loadb(json, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
     if (root == NULL) {
         *why = "filter is not valid JSON (or repeats a key)";
         return NULL;

@@ -283,6 +283,31 @@ static void test_parse_once(void)
     filter_free(b);
 }
 
+static void test_payload_forms(void)
+{
+    /* escaped keys and values in the payload are compared decoded */
+    CHECK(match("{\"sym\":\"A\\\"B\"}", "{\"s\\u0079m\":\"A\\u0022B\"}") == 1);
+    CHECK(match("{\"s\":{\"$gt\":\"a\"}}", "{\"s\":\"\\u0062\"}") == 1);
+    CHECK(match("{\"s\":\"a\\u0000b\"}", "{\"s\":\"a\\u0000b\"}") == 1);
+    CHECK(match("{\"s\":\"a\"}", "{\"s\":\"a\\u0000b\"}") == 0);
+    /* of duplicate keys the last one counts */
+    CHECK(match("{\"a\":2}", "{\"a\":1,\"a\":2}") == 1);
+    CHECK(match("{\"a\":1}", "{\"a\":1,\"a\":2}") == 0);
+    /* a key after a nested subtree is found past it */
+    CHECK(match("{\"z\":1}", "{\"x\":{\"y\":[1,{\"z\":2}],\"z\":3},\"z\":1}") == 1);
+    CHECK(match("{\"x.z\":3}", "{\"x\":{\"y\":[1,{\"z\":2}],\"z\":3},\"z\":1}") == 1);
+    /* numbers past int64 compare as doubles; no payload number is refused */
+    CHECK(match("{\"n\":{\"$gt\":9223372036854775807}}", "{\"n\":18446744073709551616}") == 1);
+    CHECK(match("{\"n\":{\"$gt\":0}}", "{\"n\":1e400}") == 1);
+    CHECK(match("{\"n\":{\"$lt\":0}}", "{\"n\":-1e400}") == 1);
+    CHECK(match("{\"n\":1}", "{\"n\":1.00000000000000000000000000000000000000000000000000000000000000000000000}") == 1);
+    CHECK(match("{\"n\":-5}", "{\"n\":-5}") == 1);
+    CHECK(match("{\"n\":0}", "{\"n\":-0.0}") == 1);
+    /* whitespace anywhere */
+    CHECK(match("{\"a.b\":{\"$in\":[1]}}", " { \"a\" : { \"b\" : [ 1 ] } } ") == 1);
+    CHECK(match("{\"a.b.0\":1}", "{\"a\"\n:\t{\"b\":\r[ 1 , 2 ]}}") == 1);
+}
+
 int main(void)
 {
     test_equality();
@@ -291,6 +316,7 @@ int main(void)
     test_paths_and_arrays();
     test_and();
     test_non_objects();
+    test_payload_forms();
     test_empty_filter();
     test_malformed();
     test_canonical_key();
