@@ -1,4 +1,5 @@
-/* filter.c: filter compiler and evaluator on jansson (see filter.h). */
+/* filter.c: the filter compiler (on jansson) and the evaluator (on a token
+ * index of the payload) (see filter.h). */
 #include "filter.h"
 
 #include <errno.h>
@@ -19,6 +20,7 @@ static const char *const op_names[] = {"$eq", "$ne", "$in", "$nin", "$gt",
 
 struct fseg {
     const char *name; /* points into fcond.path_buf */
+    size_t len;       /* strlen(name) */
     long index;       /* >= 0 when the segment is all digits (array index) */
 };
 
@@ -179,8 +181,9 @@ static int parse_path(struct fcond *c, const char *key, size_t keylen, const cha
         }
         s = &c->segs[c->nsegs++];
         s->name = p;
+        s->len = strlen(p);
         s->index = -1;
-        if (strlen(p) <= 9) {
+        if (s->len <= 9) {
             long v = 0;
             for (i = 0; p[i] >= '0' && p[i] <= '9'; i++)
                 v = v * 10 + (p[i] - '0');
@@ -477,7 +480,7 @@ static long resolve(const struct filter_msg *m, const struct fcond *c)
         const struct proto_json_tok *t = &toks[cur];
         long found = -1;
         if (t->type == PROTO_JSON_OBJECT) {
-            size_t want = strlen(c->segs[s].name);
+            size_t want = c->segs[s].len;
             for (i = cur + 1; i + 1 < t->end; i = toks[i + 1].end) {
                 size_t kl;
                 const char *k = tok_str(m, &toks[i], &kl);
@@ -510,6 +513,19 @@ static void tok_number(const struct filter_msg *m, const struct proto_json_tok *
     size_t n = t->len;
 
     *is_int = 0;
+    /* The common case, an integer of at most 18 digits, without libc. */
+    if (n <= 19) {
+        size_t i = *p == '-';
+        long long v = 0;
+        while (i < n && p[i] >= '0' && p[i] <= '9')
+            v = v * 10 + (p[i++] - '0');
+        if (i == n && n > (size_t)(*p == '-') && n - (*p == '-') <= 18) {
+            *is_int = 1;
+            *iv = *p == '-' ? -v : v;
+            *dv = (double)*iv;
+            return;
+        }
+    }
     if (n >= sizeof(buf)) {
         /* Longer than any integer: strtod reads the digits it needs. */
         char *big = malloc(n + 1);
