@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -78,6 +80,13 @@ static int listen_socket(const struct cfg *cfg)
     struct addrinfo hints, *ai = NULL;
     char port[8];
     int fd = -1, one = 1, err;
+    /* TCP_DEFER_ACCEPT: a connection reaches accept() once its first bytes
+     * (the request) are in, so a worker accepts, reads and answers in one
+     * pass instead of a read that finds nothing and a loop turn more; a
+     * peer that connects and stays silent costs no descriptor until the
+     * kernel gives up deferring (about a second), then meets the handshake
+     * timeout. */
+    int defer_s = 1;
 
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
@@ -91,7 +100,8 @@ static int listen_socket(const struct cfg *cfg)
     fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 4096) != 0) {
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 4096) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_s, sizeof(defer_s)) != 0) {
         log_error("listen %s:%d: %s", cfg->listen_host, cfg->listen_port, strerror(errno));
         if (fd >= 0)
             close(fd);
