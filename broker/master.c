@@ -85,7 +85,8 @@ static int listen_socket(const struct cfg *cfg)
      * pass instead of a read that finds nothing and a loop turn more; a
      * peer that connects and stays silent costs no descriptor until the
      * kernel gives up deferring (about a second), then meets the handshake
-     * timeout. */
+     * timeout. TCP_NODELAY is inherited by every accepted socket (Linux):
+     * frames leave whole, once per tick, and Nagle would only delay them. */
     int defer_s = 1;
 
     memset(&hints, 0, sizeof(hints));
@@ -101,7 +102,8 @@ static int listen_socket(const struct cfg *cfg)
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
         bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 4096) != 0 ||
-        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_s, sizeof(defer_s)) != 0) {
+        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_s, sizeof(defer_s)) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0) {
         log_error("listen %s:%d: %s", cfg->listen_host, cfg->listen_port, strerror(errno));
         if (fd >= 0)
             close(fd);

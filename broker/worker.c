@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,13 +173,11 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
                       int salen, void *arg)
 {
     struct worker *w = arg;
-    int one = 1;
 
     (void)lev;
     (void)sa;
     (void)salen;
-    /* Frames leave whole, once per tick; Nagle would only delay them. */
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* TCP_NODELAY comes from the listening socket (master.c). */
     http_accept(w->conns, fd);
 }
 
