@@ -29,6 +29,10 @@
 struct conn;
 struct conn_set;
 
+/* Queued frames a connection holds without allocating (most hold one at a
+ * time: a batch frame between a flush and the write pass). */
+#define CONN_INLINE_Q 2
+
 struct conn_ops {
     /* The socket is readable; read with conn_read(). Called only while the
      * connection is open. */
@@ -48,19 +52,23 @@ enum conn_state {
 };
 
 struct conn {
+    /* What a flush and the write pass touch comes first, within 64 bytes:
+     * at 10,000 clients every connection is a cache miss, so one line is
+     * read per client and not three. */
     int fd;
     uint8_t state;
     uint8_t in_pending; /* on the set's list of connections to write */
     uint8_t wev_on;     /* waiting for the socket to become writable */
-    const struct conn_ops *ops;
-    void *owner;
-    struct conn_set *set;
-    struct conn *prev, *next; /* every connection of the set */
     struct conn *link;        /* pending-write list, then dead list */
-    struct frame **q;         /* ring of queued frames, NULL until used */
-    uint32_t qhead, qlen, qcap;
+    struct frame **q;         /* ring of queued frames: qi, or the heap once grown */
+    uint32_t qhead, qlen, qcap; /* qcap is a power of two */
     uint32_t qoff;            /* bytes of q[qhead] already written */
     size_t out_bytes;         /* bytes queued and not yet written */
+    struct conn_set *set;
+    struct frame *qi[CONN_INLINE_Q]; /* the ring while it fits: no allocation */
+    const struct conn_ops *ops;
+    void *owner;
+    struct conn *prev, *next; /* every connection of the set */
     uint64_t deadline_ms;     /* DRAINING/LINGER: kill after this */
     struct event rev;
     struct event wev;
