@@ -510,16 +510,17 @@ static void tok_number(const struct filter_msg *m, const struct proto_json_tok *
 {
     char buf[64], *endp;
     const char *p = m->text + t->start;
-    size_t n = t->len;
+    size_t n = t->len, neg = n > 0 && *p == '-';
 
     *is_int = 0;
-    /* The common case, an integer of at most 18 digits, without libc. */
-    if (n <= 19) {
-        size_t i = *p == '-';
+    /* The common case, an integer of at most 18 digits (which cannot
+     * overflow), without libc. */
+    if (n > neg && n - neg <= 18) {
+        size_t i = neg;
         long long v = 0;
         while (i < n && p[i] >= '0' && p[i] <= '9')
             v = v * 10 + (p[i++] - '0');
-        if (i == n && n > (size_t)(*p == '-') && n - (*p == '-') <= 18) {
+        if (i == n) {
             *is_int = 1;
             *iv = *p == '-' ? -v : v;
             *dv = (double)*iv;
