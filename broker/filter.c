@@ -508,9 +508,9 @@ static long resolve(const struct filter_msg *m, const struct fcond *c)
 static void tok_number(const struct filter_msg *m, const struct proto_json_tok *t,
                        int *is_int, long long *iv, double *dv)
 {
-    char buf[64], *endp;
     const char *p = m->text + t->start;
     size_t n = t->len, neg = n > 0 && *p == '-';
+    char *endp;
 
     *is_int = 0;
     /* The common case, an integer of at most 18 digits (which cannot
@@ -522,35 +522,22 @@ static void tok_number(const struct filter_msg *m, const struct proto_json_tok *
             v = v * 10 + (p[i++] - '0');
         if (i == n) {
             *is_int = 1;
-            *iv = *p == '-' ? -v : v;
+            *iv = neg ? -v : v;
             *dv = (double)*iv;
             return;
         }
     }
-    if (n >= sizeof(buf)) {
-        /* Longer than any integer: strtod reads the digits it needs. */
-        char *big = malloc(n + 1);
-        *dv = 0;
-        if (big != NULL) {
-            memcpy(big, p, n);
-            big[n] = '\0';
-            *dv = strtod(big, NULL);
-            free(big);
-        }
+    /* Only objects are tokenized, so a number is always followed by a
+     * delimiter of the validated text (',', ']', '}' or space): libc's
+     * parsers stop at its end, with no copy. */
+    errno = 0;
+    *iv = strtoll(p, &endp, 10);
+    if (errno == 0 && endp == p + n) {
+        *is_int = 1;
+        *dv = (double)*iv;
         return;
     }
-    memcpy(buf, p, n);
-    buf[n] = '\0';
-    if (strpbrk(buf, ".eE") == NULL) {
-        errno = 0;
-        *iv = strtoll(buf, &endp, 10);
-        if (errno == 0 && *endp == '\0') {
-            *is_int = 1;
-            *dv = (double)*iv;
-            return;
-        }
-    }
-    *dv = strtod(buf, NULL);
+    *dv = strtod(p, NULL);
 }
 
 /* Three-way comparison of a payload token with an operand of the same
