@@ -2,6 +2,12 @@
 # (unit, integration, and integration again on an ASan+UBSan build);
 # `make run` starts a local demo. Missing Debian packages are installed by
 # scripts/deps.sh first.
+#
+# build/ holds only what this Makefile makes (objects, their .d files, the
+# binaries and a record of the flags they were built with); what the demo,
+# the stack and the benchmarks leave behind (pid files, sockets, logs, nginx
+# state) lives in var/, so that `make clean` never removes a running stack's
+# files and nothing there can break a build.
 
 CC      ?= cc
 BUILD   ?= build
@@ -28,6 +34,14 @@ UNIT_BIN   := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
 
 PYTEST := /usr/bin/python3 -m pytest -q -p no:cacheprovider
 
+# Every object depends on the record of the flags it was built with (as
+# Redis's .make-settings): changing CC, CFLAGS or SANITIZER rebuilds
+# everything instead of mixing objects of two builds in one directory.
+SETTINGS     := $(CC) $(CPPFLAGS) $(WARN) $(CFLAGS) | $(LDFLAGS) | $(LIBS)
+SETTINGS_LOG := $(BUILD)/.make-settings
+$(shell mkdir -p $(BUILD) && { echo '$(SETTINGS)' | cmp -s - $(SETTINGS_LOG) || \
+	echo '$(SETTINGS)' > $(SETTINGS_LOG); })
+
 # Keep object files make would otherwise see as intermediates (the tools').
 .SECONDARY:
 
@@ -36,16 +50,18 @@ TOOLS := $(patsubst scripts/%.c,$(BUILD)/%,$(wildcard scripts/loadgen.c scripts/
 # libFuzzer harnesses (test/fuzz/), built with clang against the same
 # sources; `make fuzz` runs each for FUZZ_TIME seconds from the seed corpus.
 FUZZ_TIME ?= 60
-FUZZERS   := $(patsubst test/fuzz/%.c,build/fuzz/%,$(wildcard test/fuzz/fuzz_*.c))
+FUZZ_DIR  := $(BUILD)/fuzz
+FUZZERS   := $(patsubst test/fuzz/%.c,$(FUZZ_DIR)/%,$(wildcard test/fuzz/fuzz_*.c))
 FUZZ_SAN  := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_LIBS := $(FUZZ_DIR)/lib/libbroker.a $(FUZZ_DIR)/lib/libproto.a
 
-.PHONY: all deps test unit integration asan test-asan test-valgrind run clean fuzz fuzz-build fuzz-libs stack stack-stop e2e bench bench-compare
+.PHONY: FORCE all deps test unit integration asan test-asan test-valgrind run clean fuzz fuzz-build fuzz-libs stack stack-stop e2e bench bench-compare
 all: $(BUILD)/broker $(TOOLS)
 
 deps:
 	@scripts/deps.sh
 
-$(BUILD)/obj/%.o: %.c
+$(BUILD)/obj/%.o: %.c $(SETTINGS_LOG)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(WARN) $(CFLAGS) -c $< -o $@
 
@@ -131,29 +147,35 @@ e2e: $(BUILD)/broker
 	@test -d test/e2e/node_modules || (cd test/e2e && npm ci --no-audit --no-fund)
 	cd test/e2e && BROKER_BIN=$(abspath $(BUILD)/broker) timeout 600 node --test
 
-fuzz-libs:
-	$(MAKE) BUILD=build/fuzz/lib CC=clang CFLAGS="-g -O1 -fsanitize=fuzzer-no-link $(FUZZ_SAN)" \
-		build/fuzz/lib/libbroker.a build/fuzz/lib/libproto.a
+# The libraries are remade by a make of their own (clang, other flags, their
+# own directory); a fuzzer is relinked only when one of them changed.
+$(FUZZ_LIBS): FORCE
+	$(MAKE) --no-print-directory BUILD=$(FUZZ_DIR)/lib CC=clang \
+		CFLAGS="-g -O1 -fsanitize=fuzzer-no-link $(FUZZ_SAN)" $@
 
-build/fuzz/fuzz_%: test/fuzz/fuzz_%.c fuzz-libs
+fuzz-libs: $(FUZZ_LIBS)
+
+$(FUZZ_DIR)/fuzz_%: test/fuzz/fuzz_%.c $(FUZZ_LIBS)
 	clang -D_GNU_SOURCE -I. $(WARN) -g -O1 -fsanitize=fuzzer $(FUZZ_SAN) $< \
-		build/fuzz/lib/libbroker.a build/fuzz/lib/libproto.a $(LIBS) -o $@
+		$(FUZZ_LIBS) $(LIBS) -o $@
 
 fuzz-build: $(FUZZERS)
 
 fuzz: fuzz-build
 	@for f in $(FUZZERS); do \
-		n=$${f#build/fuzz/fuzz_}; mkdir -p build/fuzz/corpus/$$n build/fuzz/crashes; \
+		n=$${f#$(FUZZ_DIR)/fuzz_}; mkdir -p $(FUZZ_DIR)/corpus/$$n $(FUZZ_DIR)/crashes; \
 		echo "== $$f for $(FUZZ_TIME) s"; \
 		$$f -max_total_time=$(FUZZ_TIME) -max_len=16384 -timeout=10 -rss_limit_mb=2048 \
-			-print_final_stats=1 -artifact_prefix=build/fuzz/crashes/$$n- \
-			build/fuzz/corpus/$$n test/fuzz/corpus/$$n 2>&1 | \
+			-print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/crashes/$$n- \
+			$(FUZZ_DIR)/corpus/$$n test/fuzz/corpus/$$n 2>&1 | \
 			grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::new_units_added|==[0-9]+==ERROR|SUMMARY|artifact_prefix)" ; \
 		test $${PIPESTATUS:-0} = 0 || exit 1; \
-		ls build/fuzz/crashes/$$n-* >/dev/null 2>&1 && { echo "$$f: crash, see build/fuzz/crashes"; exit 1; }; \
+		ls $(FUZZ_DIR)/crashes/$$n-* >/dev/null 2>&1 && { echo "$$f: crash, see $(FUZZ_DIR)/crashes"; exit 1; }; \
 	done; true
 
 clean:
-	rm -rf build
+	rm -rf $(BUILD)
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+# Exactly the dependency files of the objects this build makes.
+-include $(wildcard $(PROTO_OBJ:.o=.d) $(BROKER_OBJ:.o=.d) $(BUILD)/obj/broker/main.d \
+	$(UNIT_SRC:test/unit/%.c=$(BUILD)/obj/test/unit/%.d) $(TOOLS:$(BUILD)/%=$(BUILD)/obj/scripts/%.d))

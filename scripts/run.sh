@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 EXAMPLE=${CONF:-broker.conf.example}
 BROKER=${BROKER:-build/broker}
-STATE=build/run
+STATE=var/run
 REDIS_PID=""
 
 mkdir -p "$STATE"

@@ -13,7 +13,7 @@
 #                                    nginx prefix, start nothing
 #
 # Environment (read by start and prepare; the others use what start saved):
-#   STACK_DIR          state directory              default build/stack
+#   STACK_DIR          state directory              default var/stack
 #   STACK_REDIS_PORT   redis-server                 default 6390
 #   STACK_BROKER_PORT  the broker (plain ws://)     default 18080
 #   STACK_HTTPS_PORT   nginx, TLS (wss://, https://) default 8443
@@ -32,7 +32,7 @@ set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
-STACK_DIR=${STACK_DIR:-build/stack}
+STACK_DIR=${STACK_DIR:-var/stack}
 mkdir -p "$STACK_DIR"
 STACK_DIR=$(cd "$STACK_DIR" && pwd)
 PREFIX=$STACK_DIR/nginx

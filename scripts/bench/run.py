@@ -13,7 +13,7 @@ redis-server, publish and the load clients on CPU 1. CPU is utime+stime from
 master), RSS is VmRSS from /proc/PID/status.
 
 Writes OUT/results.json, OUT/results.md and OUT/*.png (report.py), and keeps
-every tool's own summary and log under build/bench/run-*/.
+every tool's own summary and log under var/bench/run-*/.
 """
 
 import argparse
@@ -939,7 +939,7 @@ def main():
         if s not in ALL_SCENARIOS:
             ap.error(f"unknown scenario {s}")
     build(systems)
-    run_dir = os.path.join(BUILD, "bench", time.strftime("run-%Y%m%d-%H%M%S"))
+    run_dir = os.path.join(ROOT, "var", "bench", time.strftime("run-%Y%m%d-%H%M%S"))
     os.makedirs(run_dir, exist_ok=True)
     os.makedirs(a.out, exist_ok=True)
     ctx = Ctx(run_dir, QUICK if a.quick else FULL)

@@ -7,7 +7,7 @@
 #
 # Starts its own stack on free ports in a temporary STACK_DIR and stops it at
 # the end. Results (one JSON file per run) go to $OUT (default
-# build/bench/storm-<time>/), and a table to stdout. Needs build/broker and
+# var/bench/storm-<time>/), and a table to stdout. Needs build/broker and
 # build/loadgen (make) and node >= 20.
 #
 # Runs:
@@ -24,7 +24,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 N=${1:-10000}
 C=${2:-100}
-OUT=${OUT:-build/bench/storm-$(date +%Y%m%d-%H%M%S)}
+OUT=${OUT:-var/bench/storm-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -56,7 +56,7 @@ function pids() {
 before(async () => {
     if (process.env.E2E_DEMO_URL && process.env.E2E_REDIS_URL) {
         urls = {https: process.env.E2E_DEMO_URL, redis: process.env.E2E_REDIS_URL};
-        env = {STACK_DIR: process.env.STACK_DIR || path.resolve('../../build/stack')};
+        env = {STACK_DIR: process.env.STACK_DIR || path.resolve('../../var/stack')};
     } else {
         env = {
             STACK_DIR: tmpDir('broker-e2e-stack-'),
