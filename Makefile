@@ -66,10 +66,10 @@ $(BUILD)/obj/%.o: %.c $(SETTINGS_LOG)
 	$(CC) $(CPPFLAGS) $(WARN) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libproto.a: $(PROTO_OBJ)
-	ar rcs $@ $^
+	rm -f $@; ar rcs $@ $^
 
 $(BUILD)/libbroker.a: $(BROKER_OBJ)
-	ar rcs $@ $^
+	rm -f $@; ar rcs $@ $^
 
 $(BUILD)/broker: $(BUILD)/obj/broker/main.o $(BUILD)/libbroker.a $(BUILD)/libproto.a
 	$(CC) $(LDFLAGS) $^ $(LIBS) -o $@

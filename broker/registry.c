@@ -28,10 +28,19 @@ struct reg_sub {
     struct reg_sub *cnext;         /* in the client's list */
 };
 
+/* An ack waiting for Redis to confirm its channel's subscription. */
+struct reg_ack {
+    struct reg_ack *next;
+    struct reg_client *client;
+    size_t ridlen;
+    char rid[];
+};
+
 struct reg_channel {
     struct reg_channel *hnext; /* hash chain */
     uint64_t hash;
     struct reg_group *groups;
+    struct reg_ack *acks;      /* held until reg_settle */
     uint32_t nsubs;
     uint32_t len;
     char name[];
@@ -42,6 +51,7 @@ struct reg {
     size_t nbuckets; /* a power of two */
     size_t nchannels;
     size_t nsubs;
+    size_t nacks;      /* held acks, over every channel */
     uint8_t key[16];
     struct reg_hooks hooks;
     struct batcher *batcher;
@@ -123,10 +133,22 @@ static struct reg_channel *channel_new(struct reg *r, const char *name, size_t l
     return ch;
 }
 
+static void acks_free(struct reg *r, struct reg_channel *ch)
+{
+    struct reg_ack *a;
+
+    while ((a = ch->acks) != NULL) {
+        ch->acks = a->next;
+        r->nacks--;
+        free(a);
+    }
+}
+
 static void channel_free(struct reg *r, struct reg_channel *ch)
 {
     struct reg_channel **pp = &r->buckets[ch->hash & (r->nbuckets - 1)];
 
+    acks_free(r, ch);
     while (*pp != ch)
         pp = &(*pp)->hnext;
     *pp = ch->hnext;
@@ -273,12 +295,34 @@ int reg_subscribe(struct reg *r, struct reg_client *cl, const char *name, size_t
     return REG_ADDED;
 }
 
-/* Unlinks s from its group (and frees what empties); s itself is freed. */
-static void sub_remove(struct reg *r, struct reg_sub *s)
+/* Takes cl's held acks off ch, sending them first when send is 1. */
+static void acks_of(struct reg *r, struct reg_channel *ch, struct reg_client *cl, int send)
+{
+    struct reg_ack **pp = &ch->acks, *a;
+
+    while ((a = *pp) != NULL) {
+        if (a->client != cl) {
+            pp = &a->next;
+            continue;
+        }
+        *pp = a->next;
+        r->nacks--;
+        if (send && r->hooks.on_ack)
+            r->hooks.on_ack(r->hooks.arg, cl, ch->name, ch->len, a->rid, a->ridlen);
+        free(a);
+    }
+}
+
+/* Unlinks s from its group (and frees what empties); s itself is freed.
+ * send_acks: whether acks held for the client go out first (an
+ * unsubscribe) or are dropped (the client is leaving). */
+static void sub_remove(struct reg *r, struct reg_sub *s, int send_acks)
 {
     struct reg_group *g = s->group;
     struct reg_channel *ch = g->ch;
 
+    if (ch->acks != NULL)
+        acks_of(r, ch, s->client, send_acks);
     group_unlink(s);
     ch->nsubs--;
     r->nsubs--;
@@ -314,7 +358,7 @@ int reg_unsubscribe(struct reg *r, struct reg_client *cl, const char *name, size
         if (ch->len == len && memcmp(ch->name, name, len) == 0) {
             *pp = s->cnext;
             cl->nsubs--;
-            sub_remove(r, s);
+            sub_remove(r, s, 1);
             return 0;
         }
     }
@@ -328,7 +372,7 @@ void reg_unsubscribe_all(struct reg *r, struct reg_client *cl)
     while ((s = cl->subs) != NULL) {
         cl->subs = s->cnext;
         cl->nsubs--;
-        sub_remove(r, s);
+        sub_remove(r, s, 0);
     }
 }
 
@@ -372,6 +416,57 @@ static void emit(void *arg, struct batch *b, struct frame *f, uint32_t count)
         }
         r->hooks.deliver(r->hooks.arg, s->client, f);
     }
+}
+
+int reg_defer_ack(struct reg *r, struct reg_client *cl, const char *name, size_t len,
+                  const char *rid, size_t ridlen)
+{
+    struct reg_channel *ch = lookup(r, name, len, siphash24(name, len, r->key));
+    struct reg_ack *a, **tail;
+
+    if (ch == NULL || (a = malloc(sizeof(*a) + ridlen)) == NULL)
+        return -1;
+    a->next = NULL;
+    a->client = cl;
+    a->ridlen = ridlen;
+    memcpy(a->rid, rid, ridlen);
+    /* In arrival order: a client's acks keep the order of its requests. */
+    for (tail = &ch->acks; *tail != NULL; tail = &(*tail)->next)
+        ;
+    *tail = a;
+    r->nacks++;
+    return 0;
+}
+
+static void settle(struct reg *r, struct reg_channel *ch)
+{
+    struct reg_ack *a;
+
+    while ((a = ch->acks) != NULL) {
+        ch->acks = a->next;
+        r->nacks--;
+        if (r->hooks.on_ack)
+            r->hooks.on_ack(r->hooks.arg, a->client, ch->name, ch->len, a->rid, a->ridlen);
+        free(a);
+    }
+}
+
+void reg_settle(struct reg *r, const char *name, size_t len)
+{
+    struct reg_channel *ch = lookup(r, name, len, siphash24(name, len, r->key));
+
+    if (ch != NULL)
+        settle(r, ch);
+}
+
+void reg_settle_all(struct reg *r)
+{
+    struct reg_channel *ch;
+    size_t i;
+
+    for (i = 0; r->nacks > 0 && i < r->nbuckets; i++)
+        for (ch = r->buckets[i]; ch != NULL; ch = ch->hnext)
+            settle(r, ch);
 }
 
 void reg_foreach_channel(struct reg *r, void (*fn)(void *arg, const char *name, size_t len),
@@ -422,6 +517,7 @@ void reg_free(struct reg *r)
                 filter_free(g->filter);
                 free(g);
             }
+            acks_free(r, ch);
             free(ch);
         }
     }

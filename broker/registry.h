@@ -36,6 +36,10 @@ struct reg_hooks {
     void (*on_last)(void *arg, const char *name, size_t len);
     /* Queue f (borrowed: take a reference to keep it) on cl's connection. */
     void (*deliver)(void *arg, struct reg_client *cl, struct frame *f);
+    /* A subscribe ack that waited for Redis (reg_defer_ack) may go now.
+     * name and rid (raw JSON, ridlen 0: none) are borrowed for the call. */
+    void (*on_ack)(void *arg, struct reg_client *cl, const char *name, size_t len,
+                   const char *rid, size_t ridlen);
     void *arg;
 };
 
@@ -80,6 +84,23 @@ void reg_unsubscribe_all(struct reg *r, struct reg_client *cl);
  * subscriber left. Returns the number of groups that took it. */
 size_t reg_publish(struct reg *r, const char *name, size_t len, const char *json,
                    size_t jlen, int is_json);
+
+/* Holds cl's ack of its subscribe to channel name[0..len) (to which cl is
+ * subscribed) until reg_settle() of that channel: for the first subscriber
+ * of a channel, "acked" must mean "publishes from now on are delivered",
+ * which is true only once Redis has confirmed the SUBSCRIBE. rid[0..ridlen)
+ * is copied. An unsubscribe of the channel by cl sends the held ack first;
+ * a client leaving drops it. Returns 0, or -1 on ENOMEM (the caller acks at
+ * once). */
+int reg_defer_ack(struct reg *r, struct reg_client *cl, const char *name, size_t len,
+                  const char *rid, size_t ridlen);
+
+/* Sends every ack held for channel name[0..len) (Redis confirmed or refused
+ * the subscription), through hooks.on_ack. */
+void reg_settle(struct reg *r, const char *name, size_t len);
+/* The same for every channel (the Redis link went down: nothing will be
+ * confirmed before it is back, and delivery starts when it is). */
+void reg_settle_all(struct reg *r);
 
 /* Calls fn for every channel with at least one subscriber. */
 void reg_foreach_channel(struct reg *r, void (*fn)(void *arg, const char *name, size_t len),

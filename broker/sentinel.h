@@ -1,29 +1,29 @@
-/* sentinel.h: where the primary is, according to Redis Sentinel.
+/* sentinel.h: the address of a primary, according to Redis Sentinel.
  *
- * One hiredis async connection to one of redis_sentinels at a time: it asks
- * SENTINEL get-master-addr-by-name for redis_master_name, reports the
+ * An address provider (redisaddr.h): one connection (redisconn.h) to one of
+ * the sentinels at a time asks SENTINEL get-master-addr-by-name, reports the
  * answer, then subscribes to +switch-master and reports every failover of
- * that primary. When the sentinel goes away, the next one in the list is
- * tried (with backoff) and asked again, so a failover that happened while
- * no sentinel was connected is still learned. */
+ * that primary. A sentinel that is lost, refuses, or does not know the
+ * primary is replaced by the next one of the list (with the connection's
+ * backoff), which is asked again, so that a failover missed meanwhile is
+ * still learned. raddr_failed() (the primary reported does not answer) asks
+ * again on a fresh connection, at most once a second. The provider knows
+ * nothing of who uses the address. */
 #ifndef BROKER_SENTINEL_H
 #define BROKER_SENTINEL_H
 
 #include <event2/event.h>
 
-struct cfg;
-struct sent;
+#include "redisaddr.h"
+#include "redisconn.h"
 
-/* host is borrowed for the call. */
-typedef void (*sent_master_fn)(void *arg, const char *host, int port);
-
-/* Starts at once. Returns NULL on ENOMEM. */
-struct sent *sent_new(struct event_base *base, const struct cfg *cfg, sent_master_fn fn,
-                      void *arg);
-void sent_free(struct sent *s);
-
-/* Asks the sentinels again soon (the primary we were told about does not
- * answer). At most once a second. */
-void sent_requery(struct sent *s);
+/* sentinels is a "host:port,..." list, master the primary's name; both are
+ * copied. auth gives the credentials sent to each sentinel (AUTH refusals
+ * are tolerated: a sentinel may have no password of its own) and, in tests,
+ * a dial function. Nothing happens before raddr_start(). Returns NULL on
+ * ENOMEM or an empty list. */
+struct raddr *raddr_sentinel_new(struct event_base *base, const char *sentinels,
+                                 const char *master, const struct rconn_opts *auth,
+                                 raddr_fn fn, void *arg);
 
 #endif

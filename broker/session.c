@@ -35,9 +35,29 @@ struct sess {
     double tokens;              /* control-message rate bucket */
     uint64_t refill_ms;
     struct auth_grant *grant;   /* owned; NULL when auth is off */
+    /* A subscribe's ack held until Redis confirms it (held), and the
+     * requests that came after it, handled in order once it is settled. */
+    struct sess_req *rq_head, *rq_tail;
+    struct sess *resume_next;   /* on resume_list */
+    uint16_t nrq;
+    uint8_t held;
+    uint8_t on_resume;
 };
 
+/* A control message that arrived while an ack was held. */
+struct sess_req {
+    struct sess_req *next;
+    size_t n;
+    char msg[];
+};
+
+/* Requests a client may send while its ack waits for Redis (a normal client
+ * waits for the ack or sends a handful); beyond it the client is closed. */
+#define SESS_MAX_WAITING 64
+
 static struct sess_env *env;
+static struct sess *resume_list; /* sessions whose held ack was settled */
+static struct event *resume_ev;
 
 /* Scratch space shared by every session of the worker: one message is
  * handled at a time. */
@@ -53,9 +73,14 @@ static const struct conn_ops sess_ops = {on_read, on_tick, on_free};
 
 static int ws_new(struct sess *s);
 
-void sess_init(struct sess_env *e)
+static void resume_cb(evutil_socket_t fd, short what, void *arg);
+
+int sess_init(struct sess_env *e)
 {
     env = e;
+    if (resume_ev == NULL && (resume_ev = evtimer_new(e->base, resume_cb, NULL)) == NULL)
+        return -1;
+    return 0;
 }
 
 int sess_is_session(const struct conn *c)
@@ -193,7 +218,7 @@ static enum proto_error may_subscribe(struct sess *s, const char *name, size_t l
     return PROTO_OK;
 }
 
-static void handle_control(struct sess *s, const char *msg, size_t n)
+static void handle_control_now(struct sess *s, const char *msg, size_t n)
 {
     struct proto_request req;
     struct filter *f = NULL;
@@ -237,10 +262,61 @@ static void handle_control(struct sess *s, const char *msg, size_t n)
         reply_error(s, PROTO_ERR_LIMIT, "out of memory", req.rid);
         return;
     }
+    /* The first subscriber of a channel is acked once Redis has confirmed
+     * the SUBSCRIBE, so that "acked, then published" is delivered; what the
+     * client sends meanwhile waits (answers go in request order). */
+    if (req.action == PROTO_ACTION_SUBSCRIBE && env->sub_pending != NULL &&
+        env->sub_pending(env->arg, channel_buf.data, channel_buf.len) &&
+        reg_defer_ack(env->reg, &s->client, channel_buf.data, channel_buf.len, req.rid.p,
+                      req.rid.n) == 0) {
+        s->held = 1;
+        return;
+    }
     proto_buf_reset(&reply_buf);
     if (proto_ack_encode(&reply_buf, req.action, channel_buf.data, channel_buf.len,
                          req.rid) == 0)
         send_reply(s);
+}
+
+static void rq_free(struct sess *s)
+{
+    struct sess_req *q;
+
+    while ((q = s->rq_head) != NULL) {
+        s->rq_head = q->next;
+        free(q);
+    }
+    s->rq_tail = NULL;
+    s->nrq = 0;
+}
+
+/* A control message: handled now, or after the held ack. */
+static void handle_control(struct sess *s, const char *msg, size_t n)
+{
+    struct sess_req *q;
+
+    if (!s->held) {
+        handle_control_now(s, msg, n);
+        return;
+    }
+    if (s->conn->state != CONN_OPEN)
+        return;
+    if (s->nrq >= SESS_MAX_WAITING || (q = malloc(sizeof(*q) + n)) == NULL) {
+        stats->errors_total[ERR_RATE_LIMIT]++;
+        log_info("fd %d: %d requests waiting for Redis to confirm a subscription, closing",
+                 s->conn->fd, SESS_MAX_WAITING);
+        sess_close(s->conn, PROTO_CLOSE_POLICY, "too many requests while waiting");
+        return;
+    }
+    q->next = NULL;
+    q->n = n;
+    memcpy(q->msg, msg, n);
+    if (s->rq_tail)
+        s->rq_tail->next = q;
+    else
+        s->rq_head = q;
+    s->rq_tail = q;
+    s->nrq++;
 }
 
 static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
@@ -311,19 +387,11 @@ static void count_close(uint16_t code)
     }
 }
 
-/* Hands p[0..n) to wslay and acts on what it made of it. */
-static void feed(struct sess *s, const char *p, size_t n)
+/* What feed() and the handling of waiting requests do once wslay has been
+ * given its turn (r: what wslay_event_recv returned, or 0): send what it
+ * wants to, and act on closes decided meanwhile. Called with in_feed set. */
+static void after_wslay(struct sess *s, int r)
 {
-    int r;
-
-    if (s->ws == NULL && ws_new(s) != 0)
-        return;
-    s->feed = p;
-    s->feed_len = n;
-    s->fed += n;
-    s->in_feed = 1;
-    r = wslay_event_recv(s->ws);
-    s->feed_len = 0;
     if (r == 0 && wslay_event_want_write(s->ws))
         r = wslay_event_send(s->ws);
     s->in_feed = 0;
@@ -338,8 +406,7 @@ static void feed(struct sess *s, const char *p, size_t n)
          * length): wslay queued a close without a code; send 1002 instead. */
         proto_buf_reset(&wsout);
         stats->errors_total[ERR_WS_1002]++;
-        if (!s->in_feed)
-            ws_free(s);
+        ws_free(s);
         sess_close(s->conn, PROTO_CLOSE_PROTOCOL_ERROR, "protocol error");
         return;
     }
@@ -367,6 +434,22 @@ static void feed(struct sess *s, const char *p, size_t n)
     }
     if (s->fed == s->consumed && !s->mid_message && wslay_event_want_read(s->ws))
         ws_free(s);
+}
+
+/* Hands p[0..n) to wslay and acts on what it made of it. */
+static void feed(struct sess *s, const char *p, size_t n)
+{
+    int r;
+
+    if (s->ws == NULL && ws_new(s) != 0)
+        return;
+    s->feed = p;
+    s->feed_len = n;
+    s->fed += n;
+    s->in_feed = 1;
+    r = wslay_event_recv(s->ws);
+    s->feed_len = 0;
+    after_wslay(s, r);
 }
 
 static void on_read(struct conn *c)
@@ -410,6 +493,13 @@ static void on_free(struct conn *c)
     struct sess *s = c->owner;
 
     reg_unsubscribe_all(env->reg, &s->client);
+    rq_free(s);
+    if (s->on_resume) {
+        struct sess **pp = &resume_list;
+        while (*pp != s)
+            pp = &(*pp)->resume_next;
+        *pp = s->resume_next;
+    }
     ws_free(s);
     auth_grant_free(s->grant);
     stats->connections--;
@@ -472,6 +562,77 @@ static void send_text_now(struct sess *s)
         ws_free(s);
 }
 
+static void resume_soon(struct sess *s)
+{
+    static const struct timeval now = {0, 0};
+
+    if (s->on_resume)
+        return;
+    s->on_resume = 1;
+    s->resume_next = resume_list;
+    resume_list = s;
+    if (evtimer_add(resume_ev, &now) != 0)
+        log_error("cannot arm the session resume timer");
+}
+
+/* Handles the requests that waited behind a held ack, outside of any
+ * registry walk (the settle that released the ack may be one). */
+static void run_waiting(struct sess *s)
+{
+    struct sess_req *q;
+
+    if (s->conn->state != CONN_OPEN || (s->ws == NULL && ws_new(s) != 0)) {
+        rq_free(s);
+        return;
+    }
+    s->in_feed = 1;
+    while (!s->held && (q = s->rq_head) != NULL && s->conn->state == CONN_OPEN &&
+           s->close_code == 0) {
+        s->rq_head = q->next;
+        if (s->rq_head == NULL)
+            s->rq_tail = NULL;
+        s->nrq--;
+        handle_control_now(s, q->msg, q->n);
+        free(q);
+    }
+    after_wslay(s, 0);
+}
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sess *s;
+
+    (void)fd;
+    (void)what;
+    (void)arg;
+    while ((s = resume_list) != NULL) {
+        resume_list = s->resume_next;
+        s->on_resume = 0;
+        run_waiting(s);
+    }
+}
+
+void sess_ack(void *arg, struct reg_client *cl, const char *name, size_t len, const char *rid,
+              size_t ridlen)
+{
+    struct sess *s = container_of(cl, struct sess, client);
+    struct proto_json_span r = {rid, ridlen};
+
+    (void)arg;
+    s->held = 0;
+    if (s->conn->state != CONN_OPEN)
+        return;
+    proto_buf_reset(&reply_buf);
+    if (proto_ack_encode(&reply_buf, PROTO_ACTION_SUBSCRIBE, name, len, r) == 0) {
+        if (s->in_feed)
+            send_reply(s);
+        else
+            send_text_now(s);
+    }
+    if (s->rq_head != NULL)
+        resume_soon(s);
+}
+
 int sess_start(struct conn *c, const char *channels, size_t channels_len,
                const char *rest, size_t rest_len, struct auth_grant *grant)
 {
@@ -514,6 +675,10 @@ int sess_start(struct conn *c, const char *channels, size_t channels_len,
 
 void sess_cleanup(void)
 {
+    if (resume_ev != NULL)
+        event_free(resume_ev);
+    resume_ev = NULL;
+    resume_list = NULL;
     proto_buf_free(&reply_buf);
     proto_buf_free(&wsout);
     proto_buf_free(&channel_buf);

@@ -27,17 +27,27 @@ struct auth_grant;
 /* What every session of a worker shares; owned by the worker, which must
  * keep it valid while sessions exist (cfg may be swapped on reload). */
 struct sess_env {
+    struct event_base *base;
     struct reg *reg;
     struct frame_builder *fb;
     const struct cfg *cfg;
     struct frame *ping; /* one shared ping frame */
+    /* 1 while Redis has yet to confirm the subscription of name (the ack of
+     * a subscribe to it waits for reg_settle). */
+    int (*sub_pending)(void *arg, const char *name, size_t len);
+    void *arg;
 };
 
-/* Sets the environment of every session; env is borrowed. */
-void sess_init(struct sess_env *env);
+/* Sets the environment of every session; env is borrowed. Returns 0, or -1
+ * on ENOMEM. */
+int sess_init(struct sess_env *env);
 
 /* The registry's deliver hook: queues f on cl's session. */
 void sess_deliver(void *arg, struct reg_client *cl, struct frame *f);
+
+/* The registry's on_ack hook: sends a subscribe ack that waited for Redis. */
+void sess_ack(void *arg, struct reg_client *cl, const char *name, size_t len, const char *rid,
+              size_t ridlen);
 
 /* Turns an upgraded connection into a session. channels (may be NULL) holds
  * the already-validated names of ?channels=, as consecutive NUL-separated

@@ -19,3 +19,10 @@ const char *stats_err_name(enum stats_err e)
         "token_expired"};
     return n[e];
 }
+
+const char *stats_loss_name(enum stats_redis_loss l)
+{
+    static const char *const n[STATS_LOSS_NREASONS] = {"connect", "closed", "overload",
+                                                       "timeout", "auth", "error"};
+    return n[l];
+}

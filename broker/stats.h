@@ -42,6 +42,19 @@ enum stats_err {
     ERR_NREASONS
 };
 
+/* Why a Redis connection (subscriber link, shard, sentinel, topology query)
+ * was lost, for broker_redis_link_losses_total{reason}. */
+enum stats_redis_loss {
+    STATS_LOSS_CONNECT = 0, /* the TCP connect failed */
+    STATS_LOSS_CLOSED,      /* Redis (or the network) closed it */
+    STATS_LOSS_OVERLOAD,    /* closed while messages poured in: most likely Redis's
+                               client-output-buffer-limit pubsub (the worker fell behind) */
+    STATS_LOSS_TIMEOUT,     /* connect, handshake, a command or a PING unanswered */
+    STATS_LOSS_AUTH,        /* NOAUTH, WRONGPASS, NOPERM: the credentials */
+    STATS_LOSS_ERROR,       /* another error answer or a protocol error */
+    STATS_LOSS_NREASONS
+};
+
 struct stats {
     uint64_t connections;       /* gauge: open WebSocket sessions */
     uint64_t connections_total; /* accepted TCP connections */
@@ -52,6 +65,8 @@ struct stats {
     uint64_t redis_reconnects_total;
     uint64_t redis_messages_total;
     uint64_t redis_bytes_total;
+    uint64_t redis_send_failures_total; /* commands that could not be written */
+    uint64_t redis_link_losses_total[STATS_LOSS_NREASONS];
     uint64_t frames_sent_total;        /* data frames queued to clients */
     uint64_t messages_delivered_total; /* messages in those frames */
     uint64_t bytes_sent_total;         /* bytes written to client sockets */
@@ -65,5 +80,6 @@ extern struct stats *stats;
 
 const char *stats_drop_name(enum stats_drop d);
 const char *stats_err_name(enum stats_err e);
+const char *stats_loss_name(enum stats_redis_loss l);
 
 #endif

@@ -23,7 +23,7 @@
 #include "http.h"
 #include "log.h"
 #include "protocol/json.h"
-#include "redislink.h"
+#include "redis.h"
 #include "registry.h"
 #include "session.h"
 #include "stats.h"
@@ -40,7 +40,7 @@ struct worker {
     struct conn_set *conns;
     struct frame_builder *fb;
     struct reg *reg;
-    struct rlink *rl;
+    struct rsub *sub;
     struct event *sig_term;
     struct event *sig_int;
     struct event *sig_hup;
@@ -106,65 +106,56 @@ static void on_first(void *arg, const char *name, size_t len)
 {
     struct worker *w = arg;
 
-    if (w->rl != NULL)
-        rlink_subscribe(w->rl, &name, &len, 1);
+    if (w->sub != NULL && rsub_subscribe(w->sub, name, len) != 0)
+        log_error("out of memory subscribing channel '%.*s' in Redis", (int)(len > 64 ? 64 : len),
+                  name);
 }
 
 static void on_last(void *arg, const char *name, size_t len)
 {
     struct worker *w = arg;
 
-    if (w->rl != NULL)
-        rlink_unsubscribe(w->rl, name, len);
+    if (w->sub != NULL)
+        rsub_unsubscribe(w->sub, name, len);
 }
 
-struct name_list {
-    const char **names;
-    size_t *lens;
-    size_t n;
-};
-
-static void collect(void *arg, const char *name, size_t len)
+static int sub_pending(void *arg, const char *name, size_t len)
 {
-    struct name_list *l = arg;
+    struct worker *w = arg;
 
-    l->names[l->n] = name;
-    l->lens[l->n] = len;
-    l->n++;
+    return w->sub != NULL && rsub_is_pending(w->sub, name, len);
+}
+
+/* Redis -> registry: the subscriber's state. */
+
+static void on_settled(void *arg, const char *name, size_t len)
+{
+    struct worker *w = arg;
+
+    reg_settle(w->reg, name, len);
 }
 
 static void on_redis_up(void *arg)
 {
     struct worker *w = arg;
-    size_t n = reg_channel_count(w->reg);
-    struct name_list l = {0};
 
-    if (n == 0)
-        return;
-    l.names = malloc(n * sizeof(*l.names));
-    l.lens = malloc(n * sizeof(*l.lens));
-    if (l.names == NULL || l.lens == NULL) {
-        log_error("out of memory resubscribing %zu channels", n);
-    } else {
-        reg_foreach_channel(w->reg, collect, &l);
-        log_info("redis: subscribing %zu channels", l.n);
-        rlink_subscribe(w->rl, l.names, l.lens, l.n);
-    }
-    free(l.names);
-    free(l.lens);
+    log_info("redis: up (%zu channels)", reg_channel_count(w->reg));
 }
 
 static void on_redis_down(void *arg)
 {
-    (void)arg;
+    struct worker *w = arg;
+
     log_warn("redis: link down; clients stay connected, delivery resumes on reconnect");
+    /* Nothing will be confirmed before the link is back. */
+    reg_settle_all(w->reg);
 }
 
 static int healthy(void *arg)
 {
     struct worker *w = arg;
 
-    return rlink_is_up(w->rl);
+    return w->sub != NULL && rsub_is_up(w->sub);
 }
 
 /* Accepting. */
@@ -387,7 +378,7 @@ static void worker_free(struct worker *w)
     /* Sessions leave the registry as they are freed, and the registry tells
      * the Redis link, so connections go first and the link after them. */
     conn_set_free(w->conns);
-    rlink_free(w->rl);
+    rsub_free(w->sub);
     reg_free(w->reg);
     if (w->senv.ping)
         frame_unref(w->senv.ping);
@@ -424,7 +415,7 @@ int worker_run(struct cfg *cfg, int listen_fd)
 {
     struct worker w;
     struct reg_hooks rh;
-    struct rlink_hooks lh;
+    struct rsub_hooks lh;
     sigset_t none;
     int rc = 1;
 
@@ -440,14 +431,19 @@ int worker_run(struct cfg *cfg, int listen_fd)
     rh.on_first = on_first;
     rh.on_last = on_last;
     rh.deliver = sess_deliver;
+    rh.on_ack = sess_ack;
     rh.arg = &w;
     if ((w.reg = reg_new(w.base, w.fb, &rh)) == NULL)
         goto done;
     batcher_configure(reg_batcher(w.reg), cfg->batch_interval_ms, cfg->batch_max_bytes);
+    w.senv.base = w.base;
     w.senv.reg = w.reg;
     w.senv.fb = w.fb;
     w.senv.cfg = cfg;
-    sess_init(&w.senv);
+    w.senv.sub_pending = sub_pending;
+    w.senv.arg = &w;
+    if (sess_init(&w.senv) != 0)
+        goto done;
     w.henv.cfg = cfg;
     w.henv.max_connections = resolve_max_connections(cfg);
     w.henv.healthy = healthy;
@@ -473,8 +469,9 @@ int worker_run(struct cfg *cfg, int listen_fd)
     lh.on_message = on_message;
     lh.on_up = on_redis_up;
     lh.on_down = on_redis_down;
+    lh.on_settled = on_settled;
     lh.arg = &w;
-    if ((w.rl = rlink_new(w.base, cfg, &lh)) == NULL)
+    if ((w.sub = redis_subscriber_new(w.base, cfg, &lh)) == NULL)
         goto done;
     event_base_dispatch(w.base);
     log_info("stopped");
