@@ -67,6 +67,8 @@ static const struct counter counters[] = {
         "Redis links re-established after a loss."),
     CTR(redis_messages_total, "broker_redis_messages_total", "Messages received from Redis."),
     CTR(redis_bytes_total, "broker_redis_bytes_total", "Payload bytes received from Redis."),
+    CTR(redis_send_failures_total, "broker_redis_send_failures_total",
+        "Commands to Redis that could not be written (the link was then dropped)."),
     CTR(frames_sent_total, "broker_frames_sent_total", "Batch frames queued to clients."),
     CTR(messages_delivered_total, "broker_messages_delivered_total",
         "Messages queued to clients (one per message per client)."),
@@ -102,6 +104,9 @@ void metrics_worker_exited(int slot, int restart)
         add(&shm->retired, s, offsetof(struct stats, dropped_total) + i * sizeof(uint64_t));
     for (i = 0; i < ERR_NREASONS; i++)
         add(&shm->retired, s, offsetof(struct stats, errors_total) + i * sizeof(uint64_t));
+    for (i = 0; i < STATS_LOSS_NREASONS; i++)
+        add(&shm->retired, s,
+            offsetof(struct stats, redis_link_losses_total) + i * sizeof(uint64_t));
     memset(s, 0, sizeof(*s));
     shm->live[slot] = 0;
     if (restart)
@@ -139,6 +144,11 @@ static const char *drop_label(size_t i)
 static const char *err_label(size_t i)
 {
     return stats_err_name((enum stats_err)i);
+}
+
+static const char *loss_label(size_t i)
+{
+    return stats_loss_name((enum stats_redis_loss)i);
 }
 
 /* A counter family with one sample per label value: an array of n counters
@@ -196,6 +206,12 @@ int metrics_render(struct proto_buf *o)
     rc |= labeled(o, "broker_client_errors_total",
                   "Requests and frames refused, by the answer they got.", "kind",
                   offsetof(struct stats, errors_total), ERR_NREASONS, err_label);
+    rc |= labeled(o, "broker_redis_link_losses_total",
+                  "Redis connections lost (subscriber links, shards, sentinels, topology "
+                  "queries), by reason; overload: closed while messages poured in, most "
+                  "likely Redis's client-output-buffer-limit pubsub.",
+                  "reason", offsetof(struct stats, redis_link_losses_total),
+                  STATS_LOSS_NREASONS, loss_label);
     rc |= header(o, "broker_worker_restarts_total", "counter",
                  "Workers replaced after they died.");
     rc |= proto_buf_printf(o, "broker_worker_restarts_total %llu\n",

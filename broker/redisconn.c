@@ -73,11 +73,13 @@ struct rconn {
     int port;
     char *user, *password;
     int db;
+    long tick_ms;
     long backoff_ms;
     uint64_t connect_ms;   /* when the connect started */
     uint64_t ready_ms;
     uint64_t last_rx_ms;
-    uint64_t rx_cur, rx_prev; /* bytes received this tick and the one before */
+    uint64_t rx_cur, rx_prev; /* bytes received this second and the one before */
+    uint64_t rx_win_ms;       /* when this second began */
     struct event *retry;      /* IDLE: the backoff */
     struct event *tick;       /* while connected: deadlines and liveness */
     struct event *close_timer;
@@ -517,6 +519,17 @@ static void dispatch(struct rconn *c, const redisReply *r)
     answer(c, r);
 }
 
+/* Bytes received, in windows of a second, for the overload diagnosis. */
+static void rx_account(struct rconn *c, uint64_t now, size_t n)
+{
+    if (now - c->rx_win_ms >= 1000) {
+        c->rx_prev = now - c->rx_win_ms >= 2000 ? 0 : c->rx_cur;
+        c->rx_cur = 0;
+        c->rx_win_ms = now;
+    }
+    c->rx_cur += n;
+}
+
 static void read_cb(struct bufferevent *bev, void *arg)
 {
     struct rconn *c = arg;
@@ -531,7 +544,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
             close_soon(c, CLOSE_LOSS, STATS_LOSS_ERROR);
             return;
         }
-        c->rx_cur += v.iov_len;
+        rx_account(c, c->last_rx_ms, v.iov_len);
         if (evbuffer_drain(in, v.iov_len) != 0) {
             close_soon(c, CLOSE_LOSS, STATS_LOSS_ERROR);
             return;
@@ -587,6 +600,7 @@ static void event_cb(struct bufferevent *bev, short events, void *arg)
         close_soon(c, CLOSE_LOSS, STATS_LOSS_CONNECT);
         return;
     }
+    rx_account(c, mono_ms(), 0);
     if (c->state == RCONN_READY && eof_reason(c) == STATS_LOSS_OVERLOAD) {
         note(c, LOG_ERROR,
              "closed by Redis while %.1f MB of messages arrived in the last second or two: "
@@ -612,27 +626,26 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    c->rx_prev = c->rx_cur;
-    c->rx_cur = 0;
     if (c->closing || c->state == RCONN_IDLE)
         return;
     if (c->state != RCONN_READY) {
-        if (now - c->connect_ms >= RCONN_CONNECT_MS) {
-            note(c, LOG_WARN, "%s not done within %d ms; retrying",
-                 c->state == RCONN_CONNECTING ? "connect" : "handshake", RCONN_CONNECT_MS);
+        if (now - c->connect_ms >= (uint64_t)c->opts.connect_ms) {
+            note(c, LOG_WARN, "%s not done within %ld ms; retrying",
+                 c->state == RCONN_CONNECTING ? "connect" : "handshake", c->opts.connect_ms);
             close_soon(c, CLOSE_LOSS, STATS_LOSS_TIMEOUT);
         }
         return;
     }
     if (c->head != NULL) {
         /* Input counts as life: a PING may wait behind a backlog of messages. */
-        if (now - c->head->sent_ms >= RCONN_ANSWER_MS && now - c->last_rx_ms >= RCONN_ANSWER_MS) {
-            note(c, LOG_WARN, "no answer within %d ms; reconnecting", RCONN_ANSWER_MS);
+        uint64_t lim = (uint64_t)c->opts.answer_ms;
+        if (now - c->head->sent_ms >= lim && now - c->last_rx_ms >= lim) {
+            note(c, LOG_WARN, "no answer within %ld ms; reconnecting", c->opts.answer_ms);
             close_soon(c, CLOSE_LOSS, STATS_LOSS_TIMEOUT);
         }
         return;
     }
-    if (now - c->last_rx_ms >= RCONN_PING_IDLE_MS)
+    if (now - c->last_rx_ms >= (uint64_t)c->opts.ping_idle_ms)
         send_internal(c, ROLE_LIVENESS, RCMD_PING, "PING", 1, argv, argl);
 }
 
@@ -656,6 +669,7 @@ static void do_connect(struct rconn *c)
     c->state = RCONN_CONNECTING;
     c->connect_ms = mono_ms();
     c->rx_cur = c->rx_prev = 0;
+    c->rx_win_ms = c->connect_ms;
     if ((c->reader = redisReaderCreate()) == NULL) {
         connect_failed_now(c, "out of memory");
         return;
@@ -685,7 +699,7 @@ static void do_connect(struct rconn *c)
         return;
     }
     {
-        struct timeval tv = {TICK_MS / 1000, (TICK_MS % 1000) * 1000};
+        struct timeval tv = {c->tick_ms / 1000, (c->tick_ms % 1000) * 1000};
         if (event_add(c->tick, &tv) != 0) {
             connect_failed_now(c, "cannot arm the deadline timer");
             return;
@@ -757,6 +771,19 @@ struct rconn *rconn_new(struct event_base *base, const struct rconn_opts *opts,
     c->opts.who = c->who;
     c->opts.user = c->user;
     c->opts.password = c->password;
+    if (c->opts.connect_ms <= 0)
+        c->opts.connect_ms = RCONN_CONNECT_MS;
+    if (c->opts.answer_ms <= 0)
+        c->opts.answer_ms = RCONN_ANSWER_MS;
+    if (c->opts.ping_idle_ms <= 0)
+        c->opts.ping_idle_ms = RCONN_PING_IDLE_MS;
+    c->tick_ms = TICK_MS;
+    if (c->opts.connect_ms / 4 < c->tick_ms)
+        c->tick_ms = c->opts.connect_ms / 4;
+    if (c->opts.ping_idle_ms / 4 < c->tick_ms)
+        c->tick_ms = c->opts.ping_idle_ms / 4;
+    if (c->tick_ms < 10)
+        c->tick_ms = 10;
     c->retry = evtimer_new(base, retry_cb, c);
     c->tick = event_new(base, -1, EV_PERSIST, tick_cb, c);
     c->close_timer = evtimer_new(base, close_cb, c);

@@ -69,6 +69,9 @@ struct rconn_opts {
                              may have no password of their own) */
     int data_link;        /* carries subscriptions: becoming READY again after losing
                              a READY connection counts in redis_reconnects_total */
+    /* Deadlines in ms; 0 takes RCONN_CONNECT_MS, RCONN_ANSWER_MS,
+     * RCONN_PING_IDLE_MS (tests shorten them). */
+    long connect_ms, answer_ms, ping_idle_ms;
     /* Tests only: returns a connected socket for host:port instead of a TCP
      * connect (the connection takes it), or -1 for a failed connect. */
     int (*dial)(void *arg, const char *host, int port);
