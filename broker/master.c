@@ -325,7 +325,7 @@ static int loop(struct master *m, int *is_worker)
     }
 }
 
-int master_run(struct cfg *cfg, int *is_worker)
+int master_run(struct cfg *cfg, int (*on_bound)(void *arg), void *arg, int *is_worker)
 {
     struct master m;
     int i, rc = 1, status;
@@ -349,6 +349,8 @@ int master_run(struct cfg *cfg, int *is_worker)
     for (i = 0; i < m.n; i++)
         if ((m.slots[i].fd = listen_socket(cfg)) < 0)
             goto done;
+    if (on_bound != NULL && on_bound(arg) != 0)
+        goto done;
     sigemptyset(&m.handled);
     sigaddset(&m.handled, SIGCHLD);
     sigaddset(&m.handled, SIGTERM);

@@ -290,6 +290,56 @@ def test_metrics_count_connections_across_workers(shared, redis):
     wait_metric(shared, "broker_channels", 0)
 
 
+def read_pid_file(path):
+    with open(path) as f:
+        text = f.read()
+    assert re.fullmatch(r"\d+\n", text), text
+    return int(text)
+
+
+@pytest.mark.timeout(90)
+def test_second_start_on_a_busy_port_leaves_the_pid_file_alone(redis, make_broker):
+    import helpers
+    d = helpers.tmpdir("pid-")
+    path = os.path.join(d, "broker.pid")
+    a = start(make_broker, redis.port, pid_file=path)
+    assert read_pid_file(path) == a.proc.pid
+    # The same port and pid_file again: a mistaken second start.
+    b = helpers.Broker(redis.port, port=a.port, workers=WORKERS, pid_file=path)
+    b.start(wait=None)
+    try:
+        rc = b.proc.wait(timeout=15 * SLOW)
+    finally:
+        kill_proc(b.proc)
+    log = b.log()
+    assert_clean_log(log)
+    assert rc == 1, "second broker exited with %r; log:\n%s" % (rc, log)
+    assert re.search(r"\] m0 listen 127\.0\.0\.1:%d: Address already in use "
+                     r"\(is another broker running\?\)" % a.port, log), log
+    assert "worker" not in log, "the second broker started workers:\n" + log
+    # The running broker's pid file is untouched, and it still serves.
+    assert read_pid_file(path) == a.proc.pid
+    assert a.healthz()[0] == 200
+    a.stop()
+    assert not os.path.exists(path), "pid_file left behind by the broker that wrote it"
+
+
+@pytest.mark.timeout(90)
+def test_pid_file_replaced_meanwhile_is_not_removed(redis, make_broker):
+    import helpers
+    path = os.path.join(helpers.tmpdir("pid-"), "broker.pid")
+    a = start(make_broker, redis.port, pid_file=path)
+    master = a.proc.pid
+    assert read_pid_file(path) == master
+    # Someone else (an operator, another broker) now owns the file.
+    with open(path, "w") as f:
+        f.write("1\n")
+    a.stop()
+    assert read_pid_file(path) == 1
+    assert re.search(r"\] m0 pid_file %s no longer holds pid %d; left in place"
+                     % (re.escape(path), master), a.log()), a.log()[-2000:]
+
+
 # -- supervision ----------------------------------------------------------------
 
 @pytest.mark.timeout(120)
