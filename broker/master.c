@@ -132,11 +132,18 @@ static int running(const struct master *m)
 }
 
 /* Forks worker i. Returns 0 in the master; in the child, runs the worker
- * and returns 1 with its exit status in *status. */
+ * and returns 1 with its exit status in *status.
+ *
+ * Each listening socket has one owner per process. In the master it is the
+ * slot (closed by begin_stop or at exit). In the child the slot hands its
+ * own socket to worker_run, which owns it from then on whatever happens
+ * (its listener closes it, or worker_run does when it fails before making
+ * one), and every slot of the child's copy is left at -1 so that nothing
+ * closes a number the worker may have reused by then. */
 static int spawn(struct master *m, int i, int *status)
 {
     pid_t master_pid = getpid(), pid = fork();
-    int k;
+    int k, fd;
 
     if (pid < 0) {
         log_error("fork: %s", strerror(errno));
@@ -153,15 +160,17 @@ static int spawn(struct master *m, int i, int *status)
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != master_pid)
         _exit(1);
-    for (k = 0; k < m->n; k++)
-        if (k != i)
+    fd = m->slots[i].fd;
+    for (k = 0; k < m->n; k++) {
+        if (k != i && m->slots[k].fd >= 0)
             close(m->slots[k].fd);
+        m->slots[k].fd = -1;
+    }
     log_set_worker(i + 1);
     metrics_attach(i);
     /* Signals stay blocked until the worker's loop has its own handlers;
      * worker_run() unblocks them. */
-    *status = worker_run(m->cfg, m->slots[i].fd);
-    close(m->slots[i].fd);
+    *status = worker_run(m->cfg, fd);
     return 1;
 }
 
@@ -370,8 +379,9 @@ int master_run(struct cfg *cfg, int (*on_bound)(void *arg), void *arg, int *is_w
     if (!*is_worker)
         log_info("master: stopped");
 done:
+    /* In a worker every slot is -1 already (spawn handed its socket over). */
     for (i = 0; i < m.n; i++)
-        if (m.slots[i].fd >= 0 && !*is_worker)
+        if (m.slots[i].fd >= 0)
             close(m.slots[i].fd);
     free(m.slots);
     metrics_free();

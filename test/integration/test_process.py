@@ -3,6 +3,7 @@ reload, log reopening), GET /metrics summed over workers, pid_file and the
 stats line. Every broker here runs 2 workers."""
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -402,6 +403,63 @@ def test_killed_worker_is_replaced_and_the_other_workers_clients_notice_nothing(
             c.close()
         for c, _ in again:
             c.close()
+
+
+def strace_works():
+    if shutil.which("strace") is None:
+        return False
+    p = subprocess.run(["strace", "-o", "/dev/null", "true"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=30)
+    return p.returncode == 0
+
+
+@pytest.mark.timeout(120)
+def test_each_listening_socket_is_closed_once(redis):
+    """strace -f of the master and its workers through a start, a worker
+    killed and replaced, and a graceful stop: no process closes a
+    descriptor it does not hold (the listener closes the worker's listening
+    socket, and nothing closes that number again)."""
+    import helpers
+    if not strace_works():
+        pytest.skip("strace is missing or ptrace is not permitted here")
+    b = helpers.Broker(redis.port, workers=WORKERS)
+    b.cfg["pid_file"] = os.path.join(b.dir, "broker.pid")
+    b.wrapper = ["strace", "-ff", "-q", "-e", "trace=close", "-o", os.path.join(b.dir, "trace")]
+    # LeakSanitizer stops the process with ptrace at exit, which it cannot
+    # do under strace; everything else ASan checks still runs.
+    env = dict(os.environ)
+    env["ASAN_OPTIONS"] = ":".join(x for x in (env.get("ASAN_OPTIONS"), "detect_leaks=0") if x)
+    b.env = env
+    b.start()
+    try:
+        master = read_pid_file(b.cfg["pid_file"])
+        wait_until(lambda: len(child_pids(master)) == WORKERS, 10 * SLOW,
+                   what="%d worker processes" % WORKERS)
+        first = child_pids(master)
+        os.kill(first[0], signal.SIGKILL)
+        wait_until(lambda: len(child_pids(master)) == WORKERS and first[0] not in child_pids(master),
+                   10 * SLOW, what="a replacement worker")
+        workers = child_pids(master)
+        os.kill(master, signal.SIGTERM)
+        rc = wait_exit(b, 30 * SLOW)
+    finally:
+        if b.proc is not None:
+            kill_proc(b.proc)
+    assert rc == 0, "exit status %r; log:\n%s" % (rc, b.log()[-3000:])
+    # -ff: one file per process, trace.PID, so calls are never split.
+    traced = {}
+    for name in os.listdir(b.dir):
+        if name.startswith("trace."):
+            with open(os.path.join(b.dir, name)) as f:
+                traced[int(name[len("trace."):])] = f.read()
+    assert master in traced and all(pid in traced for pid in workers), (master, workers, traced)
+    bad = ["%d: %s" % (pid, l) for pid, text in sorted(traced.items())
+           for l in text.splitlines() if "EBADF" in l]
+    assert not bad, "descriptors closed twice:\n%s" % "\n".join(bad)
+    # The workers that stopped by themselves closed their sockets (the
+    # trace did see them).
+    for pid in workers:
+        assert "close(" in traced[pid] and "+++ exited with 0 +++" in traced[pid], traced[pid]
 
 
 # -- signals ---------------------------------------------------------------------
