@@ -212,8 +212,10 @@ static void accept_error_cb(struct evconnlistener *lev, void *arg)
 
 static int listen_start(struct worker *w, int fd)
 {
+    /* Backlog 0: the master already listens with its own backlog; -1 would
+     * have libevent call listen(fd, 128) again and shrink it. */
     w->lev = evconnlistener_new(w->base, accept_cb, w,
-                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
     if (w->lev == NULL) {
         log_error("listener on fd %d: %s", fd, strerror(errno));
         return -1;

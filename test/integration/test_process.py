@@ -462,6 +462,20 @@ def test_each_listening_socket_is_closed_once(redis):
         assert "close(" in traced[pid] and "+++ exited with 0 +++" in traced[pid], traced[pid]
 
 
+def test_listening_sockets_keep_the_masters_backlog(shared):
+    """The master listens with a backlog of 4096 (capped by somaxconn); a
+    worker taking the socket must not listen() again with a smaller one."""
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (iproute2)")
+    with open("/proc/sys/net/core/somaxconn") as f:
+        want = min(4096, int(f.read()))
+    out = subprocess.run(["ss", "-Hltn", "sport = :%d" % shared.port], stdout=subprocess.PIPE,
+                         check=True, timeout=10).stdout.decode()
+    # State Recv-Q Send-Q Local Peer: for a listening socket Send-Q is the backlog.
+    backlogs = [int(l.split()[2]) for l in out.splitlines() if l.strip()]
+    assert backlogs == [want] * WORKERS, out
+
+
 # -- signals ---------------------------------------------------------------------
 
 @pytest.mark.timeout(90)
