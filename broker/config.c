@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 
 #define CFG_RELOAD 1u /* a reload may change it */
 #define CFG_SECRET 2u /* its value is never echoed in a message */
@@ -48,6 +49,8 @@ static int set_addr_list(struct cfg *, const struct cfg_key *, const char *, cha
 static int set_secret_file(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
 
 #define OFF(f) offsetof(struct cfg, f)
+#define STR_(x) #x
+#define STR(x) STR_(x)
 #define KiB 1024LL
 #define MiB (1024LL * 1024)
 
@@ -89,8 +92,12 @@ static const struct cfg_key cfg_keys[] = {
      "a client with more unsent bytes than this is a slow consumer and is closed (1008)"},
     {"shutdown_timeout_s", "10", set_int, OFF(shutdown_timeout_s), 1, 3600, CFG_RELOAD,
      "on SIGTERM/SIGINT, clients get close 1001 and this long to go before exit"},
-    {"workers", "auto", set_workers, 0, 1, 256, 0,
-     "worker processes: a number, or auto for the CPU count minus one (at least 1)"},
+    /* Each worker has a slot in the shared metrics region, which is sized
+     * at compile time: a number over it is an error, and auto stops there
+     * (cfg_workers). */
+    {"workers", "auto", set_workers, 0, 1, METRICS_MAX_WORKERS, 0,
+     "worker processes: a number from 1 to " STR(METRICS_MAX_WORKERS) ", or auto for the CPU "
+     "count minus one (at least 1, at most " STR(METRICS_MAX_WORKERS) ")"},
     {"stats_interval_s", "15", set_int, OFF(stats_interval_s), 0, 86400, CFG_RELOAD,
      "each worker logs a one-line summary this often; 0 turns it off"},
     {"pid_file", "", set_str, OFF(pid_file), 0, 0, 0,
@@ -745,12 +752,16 @@ int cfg_apply_reload(struct cfg *dst, const struct cfg *src)
     return 0;
 }
 
-int cfg_workers(const struct cfg *c)
+int cfg_workers(const struct cfg *c, long ncpus, int *capped)
 {
-    long n;
-
+    *capped = 0;
     if (c->workers > 0)
-        return c->workers;
-    n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 2 ? (int)(n - 1) : 1;
+        return c->workers; /* within bounds: set_workers checked it */
+    if (ncpus <= 2)
+        return 1; /* also when the count is unknown (-1) */
+    if (ncpus - 1 > METRICS_MAX_WORKERS) {
+        *capped = 1;
+        return METRICS_MAX_WORKERS;
+    }
+    return (int)(ncpus - 1);
 }

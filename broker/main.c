@@ -149,6 +149,10 @@ int main(int argc, char **argv)
         return 1;
     }
     if (test) {
+        long ncpus = sysconf(_SC_NPROCESSORS_ONLN);
+        int capped, n = cfg_workers(&cfg, ncpus, &capped);
+        if (capped)
+            printf("broker: workers auto: %ld CPUs online, capped at %d workers\n", ncpus, n);
         printf("broker: configuration %s is valid\n", file ? file : "(defaults)");
         cfg_free(&cfg);
         return 0;

@@ -337,14 +337,24 @@ static int loop(struct master *m, int *is_worker)
 int master_run(struct cfg *cfg, int (*on_bound)(void *arg), void *arg, int *is_worker)
 {
     struct master m;
-    int i, rc = 1, status;
+    int i, rc = 1, status, capped;
+    long ncpus;
 
     memset(&m, 0, sizeof(m));
     *is_worker = 0;
     m.cfg = cfg;
-    m.n = cfg_workers(cfg);
-    if (m.n > METRICS_MAX_WORKERS)
-        m.n = METRICS_MAX_WORKERS;
+    /* As nginx's master: a log line to a closed pipe (stderr under a
+     * supervisor that went away) must fail with EPIPE, not kill the
+     * process that keeps the workers. Workers inherit it. */
+    if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+        log_error("ignoring SIGPIPE: %s", strerror(errno));
+        return 1;
+    }
+    ncpus = sysconf(_SC_NPROCESSORS_ONLN);
+    m.n = cfg_workers(cfg, ncpus, &capped);
+    if (capped)
+        log_warn("workers auto: %ld CPUs online, but at most %d workers (METRICS_MAX_WORKERS); "
+                 "running %d", ncpus, METRICS_MAX_WORKERS, m.n);
     if ((m.slots = calloc((size_t)m.n, sizeof(*m.slots))) == NULL)
         return 1;
     for (i = 0; i < m.n; i++)

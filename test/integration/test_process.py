@@ -14,7 +14,7 @@ import pytest
 from helpers import (BROKER_WRAPPER, OP_CLOSE, OP_TEXT, SLOW, RawWS, assert_clean_log,
                      child_pids, close_payload, fetch_metrics, kill_proc, metric, numsub,
                      parse_batch, parse_metrics, port_accepts, publish, publish_many, uniq,
-                     wait_until)
+                     upgrade_request, upgrade_status, wait_until)
 
 WORKERS = 2
 
@@ -665,6 +665,39 @@ def test_sigusr1_reopens_the_log_file_in_every_process(redis, make_broker):
     # Sanitizer reports would go to stderr, which Broker.stop() checks; the
     # log file must not hold any either.
     assert_clean_log(text(path) + old)
+
+
+@pytest.mark.timeout(90)
+def test_master_survives_a_log_write_to_a_closed_pipe(redis):
+    """stderr is a pipe whose reader went away (a supervisor, `| tee`): the
+    master's next log line fails with EPIPE instead of killing it."""
+    import helpers
+    b = helpers.Broker(redis.port, workers=WORKERS)
+    write_conf(b)
+    p = subprocess.Popen(helpers.BROKER_WRAPPER + [helpers.BROKER_BIN, "-c", b.conf_path],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL)
+    helpers.LIVE.add(p)
+    try:
+        wait_until(lambda: p.poll() is None and b.healthz()[0] == 200, 15 * SLOW,
+                   what="broker /healthz 200")
+        p.stdout.close()
+        # The reload makes the master log (to the closed pipe), then tell
+        # the workers, which then refuse this Origin.
+        origin = "Origin: http://elsewhere.example\r\n"
+        assert upgrade_status(b.port, upgrade_request(extra=origin)) == 101
+        b.cfg["allowed_origins"] = "http://here.example"
+        write_conf(b)
+        os.kill(p.pid, signal.SIGHUP)
+        wait_until(lambda: p.poll() is not None or
+                   upgrade_status(b.port, upgrade_request(extra=origin)) == 403,
+                   10 * SLOW, interval=0.1, what="the reload to reach the workers")
+        assert p.poll() is None, "the master died (status %r)" % p.returncode
+        os.kill(p.pid, signal.SIGTERM)
+        rc = p.wait(timeout=15 * SLOW)
+        assert rc == 0, "exit status %r after SIGTERM" % rc
+    finally:
+        kill_proc(p)
 
 
 # -- Redis restarts ---------------------------------------------------------------
