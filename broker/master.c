@@ -153,6 +153,7 @@ static int spawn(struct master *m, int i, int *status)
     if (pid > 0) {
         m->slots[i].pid = pid;
         m->slots[i].started_ms = conn_now_ms();
+        metrics_worker_started(i);
         log_info("worker %d started (pid %d)", i + 1, (int)pid);
         return 0;
     }

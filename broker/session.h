@@ -36,8 +36,11 @@ struct sess_env {
 /* Sets the environment of every session; env is borrowed. */
 void sess_init(struct sess_env *env);
 
-/* The registry's deliver hook: queues f on cl's session. */
-void sess_deliver(void *arg, struct reg_client *cl, struct frame *f);
+/* The registry's deliver hook: queues f (borrowed; the queue takes its own
+ * reference) on cl's session. Returns 1 when queued; 0 when the session is
+ * closing, or when the frame would put it over max_pending_bytes: it is
+ * then closed as a slow consumer (1008) and its unsent frames dropped. */
+int sess_deliver(void *arg, struct reg_client *cl, struct frame *f);
 
 /* Turns an upgraded connection into a session. channels (may be NULL) holds
  * the already-validated names of ?channels=, as consecutive NUL-separated

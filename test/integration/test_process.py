@@ -476,6 +476,159 @@ def test_listening_sockets_keep_the_masters_backlog(shared):
     assert backlogs == [want] * WORKERS, out
 
 
+# -- counters stay counters ---------------------------------------------------------
+
+def try_metrics(port):
+    """One scrape, parsed; None when the connection failed or the answer
+    was cut short (its worker was killed while answering)."""
+    import helpers
+    try:
+        r = helpers.http_request(port, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", 10 * SLOW)
+    except (OSError, AssertionError):
+        return None
+    if r.status != 200 or r.header("Content-Length") is None or \
+            int(r.header("Content-Length")) != len(r.body):
+        return None
+    return parse_metrics(r.body.decode("utf-8"))
+
+
+@pytest.mark.timeout(150)
+def test_counters_stay_monotonic_while_workers_are_killed(redis, make_broker):
+    """A thread scrapes /metrics in a loop while workers that have counted
+    things are killed and replaced, over and over: every counter of every
+    scrape is at least what the previous scrape showed (a dead worker's
+    counts move to the retired totals in one step for readers)."""
+    import threading
+    b = start(make_broker, redis.port)
+    ch = uniq("mono")
+    stop = threading.Event()
+    scrapes, decreases, failures = [0], [], []
+
+    def scraper():
+        prev = {}
+        try:
+            while not stop.is_set():
+                got = try_metrics(b.port)
+                if got is None:
+                    continue
+                types, samples = got
+                scrapes[0] += 1
+                for key, v in samples.items():
+                    if types.get(key[0]) == "counter" and key in prev and v < prev[key]:
+                        decreases.append((key, prev[key], v))
+                prev = {k: v for k, v in samples.items() if types.get(k[0]) == "counter"}
+        except BaseException as e:  # reported by the main thread
+            failures.append(e)
+
+    t = threading.Thread(target=scraper, daemon=True)
+    kills = 6  # 3 per worker: respawn delays 0, 1 s, 2 s for each
+    clients = []
+    try:
+        t.start()
+        for k in range(kills):
+            # Give every worker something to count: a session, a
+            # subscription, a frame.
+            for c, _ in connect_spread(b, "/ws?channels=" + ch, at_least=2):
+                clients.append(c)
+            wait_until(lambda: numsub(redis.port, ch) == WORKERS, 10 * SLOW,
+                       what="both workers subscribed")
+            assert publish(redis.port, ch, '{"k":%d}' % k) == WORKERS
+            wait_metric(b, "broker_frames_sent_total", lambda v: v >= len(clients))
+            kids = child_pids(b.proc.pid)
+            victim = kids[k % len(kids)]
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda: len(child_pids(b.proc.pid)) == WORKERS and
+                       victim not in child_pids(b.proc.pid), 15 * SLOW, interval=0.02,
+                       what="a replacement for worker %d" % victim)
+            wait_workers_ready(b)
+            for c in clients:
+                c.close()
+            clients = []
+            assert not failures, failures[0]
+            assert not decreases, "counters went down between scrapes: %r" % decreases[:5]
+        wait_metric(b, "broker_worker_restarts_total", kills)
+        stop.set()
+        t.join(30 * SLOW)
+        assert not t.is_alive(), "the scraper did not stop"
+        assert not failures, failures[0]
+        assert not decreases, "counters went down between scrapes: %r" % decreases[:5]
+        assert scrapes[0] >= 2 * kills, "only %d scrapes" % scrapes[0]
+    finally:
+        stop.set()
+        for c in clients:
+            c.close()
+        if t.is_alive():
+            t.join(10)
+
+
+@pytest.mark.timeout(120)
+def test_frames_sent_counts_what_was_queued_with_a_slow_consumer(redis, make_broker):
+    """One channel, two clients: one reads everything, one never reads until
+    it is closed as a slow consumer. broker_frames_sent_total (and
+    messages_delivered_total: one message per frame here) grow by exactly
+    the frames queued: all of the reader's, and of the slow one's those it
+    received plus those dropped from its queue when it was closed; neither
+    the frame that found it over max_pending_bytes nor those published while
+    it was closing count."""
+    b = make_broker(redis.port, max_pending_bytes="64k", batch_interval_ms=0)
+    ch = uniq("queued")
+    pad = "q" * 8000
+    fast = RawWS(b.port, "/ws?channels=" + ch, timeout=10 * SLOW)
+    slow = RawWS(b.port, "/ws?channels=" + ch, rcvbuf=4096, timeout=10 * SLOW)
+    try:
+        wait_until(lambda: numsub(redis.port, ch) == 1, 10 * SLOW, what="subscribed")
+        m0 = metrics(b)
+        sent0 = metric(m0, "broker_frames_sent_total")
+        msgs0 = metric(m0, "broker_messages_delivered_total")
+        slow0 = metric(m0, "broker_slow_consumer_disconnects_total")
+        dropped0 = metric(m0, "broker_messages_dropped_total", reason="slow_consumer")
+        fast_frames, n, per_round, after = 0, 0, 10, None
+
+        def one_round():
+            nonlocal n, fast_frames
+            msgs = ['"%d-%s"' % (n + i, pad) for i in range(per_round)]
+            n += per_round
+            publish_many(redis.port, [(ch, m) for m in msgs])
+            for m in msgs:
+                assert recv_batch_frame(fast) == (ch, [m])
+                fast_frames += 1
+
+        for _ in range(300):  # at most 24 MB before the slow client must be closed
+            one_round()
+            if metric(metrics(b), "broker_slow_consumer_disconnects_total") > slow0:
+                after = n
+                break
+        assert after is not None, "the client that never reads was never closed"
+        # More while it is closing (still a member of the channel until freed).
+        for _ in range(3):
+            one_round()
+        # The slow client's stream: whatever was written before its queue
+        # was dropped, then close 1008, then EOF.
+        slow_frames, close = 0, None
+        while close is None:
+            f = slow.recv_frame(20 * SLOW)
+            if f.opcode == OP_TEXT:
+                assert parse_batch(f.text)[0] == ch
+                slow_frames += 1
+            elif f.opcode == OP_CLOSE:
+                close = f
+        assert close.close_code == 1008, close
+        assert slow.wait_eof(10 * SLOW)
+        assert 0 < slow_frames < after, (slow_frames, after)
+
+        m1 = metrics(b)
+        dropped = metric(m1, "broker_messages_dropped_total", reason="slow_consumer") - dropped0
+        assert dropped > 0, "nothing was dropped from the slow client's queue"
+        queued = fast_frames + slow_frames + dropped
+        assert metric(m1, "broker_frames_sent_total") - sent0 == queued, \
+            (metric(m1, "broker_frames_sent_total") - sent0, fast_frames, slow_frames, dropped)
+        assert metric(m1, "broker_messages_delivered_total") - msgs0 == queued
+        assert fast.is_open()
+    finally:
+        fast.close()
+        slow.close()
+
+
 # -- signals ---------------------------------------------------------------------
 
 @pytest.mark.timeout(90)
