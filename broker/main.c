@@ -1,4 +1,5 @@
-/* main.c: command line, configuration check, and the start of the worker. */
+/* main.c: command line, configuration check, the pid file, and the start of
+ * the master. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "docroot.h"
 #include "log.h"
 #include "master.h"
 #include "version.h"
@@ -114,6 +116,44 @@ static void pidfile_remove(const struct pidfile *p)
         log_warn("pid_file %s: unlink: %s", p->path, strerror(errno));
 }
 
+/* `broker -t`: every file of static_dir that would not be served is an
+ * error, named with the key. */
+struct static_check {
+    const char *file; /* the configuration file, for messages */
+    const char *dir;
+    int bad;
+};
+
+static void static_skipped(void *arg, const char *path, const char *why)
+{
+    struct static_check *k = arg;
+
+    k->bad++;
+    fprintf(stderr, "broker: %s: key 'static_dir': %s%s would not be served: %s\n", k->file,
+            k->dir, path, why);
+}
+
+/* Returns 0 when static_dir is off or every file in it can be served. */
+static int static_check(const struct cfg *cfg, const char *file)
+{
+    struct static_check k = {file ? file : "(defaults)", cfg->static_dir, 0};
+    struct docroot *d;
+    char err[256];
+
+    if (*cfg->static_dir == '\0')
+        return 0;
+    if ((d = docroot_load(cfg->static_dir, static_skipped, &k, err, sizeof(err))) == NULL) {
+        fprintf(stderr, "broker: %s: key 'static_dir': %s: %s\n", k.file, cfg->static_dir, err);
+        return -1;
+    }
+    if (k.bad == 0)
+        printf("broker: static_dir %s: %zu files, %zu bytes (at most %d per file, %d in all)\n",
+               cfg->static_dir, docroot_count(d), docroot_bytes(d), DOCROOT_FILE_MAX,
+               DOCROOT_TOTAL_MAX);
+    docroot_free(d);
+    return k.bad ? -1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *file = NULL;
@@ -153,6 +193,10 @@ int main(int argc, char **argv)
         int capped, n = cfg_workers(&cfg, ncpus, &capped);
         if (capped)
             printf("broker: workers auto: %ld CPUs online, capped at %d workers\n", ncpus, n);
+        if (static_check(&cfg, file) != 0) {
+            cfg_free(&cfg);
+            return 1;
+        }
         printf("broker: configuration %s is valid\n", file ? file : "(defaults)");
         cfg_free(&cfg);
         return 0;

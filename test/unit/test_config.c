@@ -614,6 +614,32 @@ static void temp_file(char *name, size_t len, const char *text)
     close(fd);
 }
 
+static void test_static_dir(void)
+{
+    struct cfg c;
+    char dir[64], file[64], text[128];
+
+    CHECK(load(&c, "static_dir\n") == 0);
+    CHECK(streq(c.static_dir, ""));
+    cfg_free(&c);
+    snprintf(dir, sizeof(dir), "/tmp/test_config_dir_XXXXXX");
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(text, sizeof(text), "static_dir %s\n", dir);
+    CHECK(load(&c, text) == 0);
+    CHECK(streq(c.static_dir, dir));
+    cfg_free(&c);
+    CHECK(rmdir(dir) == 0);
+    /* Gone now: a directory that cannot be opened is an error at its line. */
+    CHECK(load(&c, text) == -1);
+    CHECK(err_names(1, "static_dir"));
+    CHECK(strstr(err, "cannot open the directory") != NULL);
+    temp_file(file, sizeof(file), "not a directory");
+    snprintf(text, sizeof(text), "# x\nstatic_dir %s\n", file);
+    CHECK(load(&c, text) == -1);
+    CHECK(err_names(2, "static_dir"));
+    unlink(file);
+}
+
 static void test_auth_secret(void)
 {
     struct cfg c;
@@ -878,6 +904,7 @@ int main(void)
     test_listen();
     test_ws_path_log();
     test_workers();
+    test_static_dir();
     test_auth_secret();
     test_apply_reload();
     test_diff_restart();
