@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 
 #define CFG_RELOAD 1u /* a reload may change it */
 #define CFG_SECRET 2u /* its value is never echoed in a message */
@@ -46,8 +48,11 @@ static int set_cluster_pubsub(struct cfg *, const struct cfg_key *, const char *
                               size_t);
 static int set_addr_list(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
 static int set_secret_file(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
+static int set_dir(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
 
 #define OFF(f) offsetof(struct cfg, f)
+#define STR_(x) #x
+#define STR(x) STR_(x)
 #define KiB 1024LL
 #define MiB (1024LL * 1024)
 
@@ -89,8 +94,12 @@ static const struct cfg_key cfg_keys[] = {
      "a client with more unsent bytes than this is a slow consumer and is closed (1008)"},
     {"shutdown_timeout_s", "10", set_int, OFF(shutdown_timeout_s), 1, 3600, CFG_RELOAD,
      "on SIGTERM/SIGINT, clients get close 1001 and this long to go before exit"},
-    {"workers", "auto", set_workers, 0, 1, 256, 0,
-     "worker processes: a number, or auto for the CPU count minus one (at least 1)"},
+    /* Each worker has a slot in the shared metrics region, which is sized
+     * at compile time: a number over it is an error, and auto stops there
+     * (cfg_workers). */
+    {"workers", "auto", set_workers, 0, 1, METRICS_MAX_WORKERS, 0,
+     "worker processes: a number from 1 to " STR(METRICS_MAX_WORKERS) ", or auto for the CPU "
+     "count minus one (at least 1, at most " STR(METRICS_MAX_WORKERS) ")"},
     {"stats_interval_s", "15", set_int, OFF(stats_interval_s), 0, 86400, CFG_RELOAD,
      "each worker logs a one-line summary this often; 0 turns it off"},
     {"pid_file", "", set_str, OFF(pid_file), 0, 0, 0,
@@ -108,8 +117,9 @@ static const struct cfg_key cfg_keys[] = {
     {"max_control_per_s", "50", set_int, OFF(max_control_per_s), 1, 1000000, CFG_RELOAD,
      "control messages per second per client (bursts of twice that); over it error limit, "
      "then close 1008 if it goes on"},
-    {"static_dir", "", set_str, OFF(static_dir), 0, 0, CFG_RELOAD,
-     "directory served at / (GET and HEAD only; e.g. protocol/demo); empty: off"},
+    {"static_dir", "", set_dir, OFF(static_dir), 0, 0, CFG_RELOAD,
+     "directory served at / (GET and HEAD only; e.g. protocol/demo), read into memory at "
+     "start and on reload (1 MiB per file, 8 MiB in all); empty: off"},
     {"log_level", "info", set_log_level, OFF(log_level), 0, 0, CFG_RELOAD,
      "error, warn, info or debug"},
     {"log_file", "", set_str, OFF(log_file), 0, 0, 0,
@@ -276,6 +286,24 @@ static int set_secret_file(struct cfg *c, const struct cfg_key *k, const char *v
         return -1;
     }
     return 0;
+}
+
+/* A directory that must exist and be readable now (empty: none), so that a
+ * mistyped static_dir is an error at FILE:LINE rather than a site of 404s.
+ * What is in it is checked by `broker -t` (docroot.h). */
+static int set_dir(struct cfg *c, const struct cfg_key *k, const char *v, char *why,
+                   size_t whylen)
+{
+    DIR *d;
+
+    if (*v != '\0') {
+        if ((d = opendir(v)) == NULL) {
+            snprintf(why, whylen, "cannot open the directory: %s", strerror(errno));
+            return -1;
+        }
+        closedir(d);
+    }
+    return set_str(c, k, v, why, whylen);
 }
 
 static int split_host_port(const char *v, size_t n, char **host, int *port, int defport);
@@ -606,7 +634,7 @@ static int parse_stream(struct cfg *c, FILE *f, const char *path, char *err, siz
         }
         seen[k - cfg_keys] = 1;
         if (*val == '\0' && k->set != set_str && k->set != set_secret &&
-            k->set != set_secret_file && k->set != set_addr_list) {
+            k->set != set_secret_file && k->set != set_addr_list && k->set != set_dir) {
             snprintf(err, errlen, "%s:%d: key '%s': missing value", path, lineno, key);
             goto done;
         }
@@ -745,12 +773,16 @@ int cfg_apply_reload(struct cfg *dst, const struct cfg *src)
     return 0;
 }
 
-int cfg_workers(const struct cfg *c)
+int cfg_workers(const struct cfg *c, long ncpus, int *capped)
 {
-    long n;
-
+    *capped = 0;
     if (c->workers > 0)
-        return c->workers;
-    n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 2 ? (int)(n - 1) : 1;
+        return c->workers; /* within bounds: set_workers checked it */
+    if (ncpus <= 2)
+        return 1; /* also when the count is unknown (-1) */
+    if (ncpus - 1 > METRICS_MAX_WORKERS) {
+        *capped = 1;
+        return METRICS_MAX_WORKERS;
+    }
+    return (int)(ncpus - 1);
 }

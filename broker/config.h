@@ -87,8 +87,12 @@ int cfg_addr_next(const char **list, char *host, size_t hostlen, int *port);
  * -1 on ENOMEM (dst keeps what it had for the keys not yet copied). */
 int cfg_apply_reload(struct cfg *dst, const struct cfg *src);
 
-/* The number of workers to run: `workers`, or for auto the online CPUs
- * minus one (at least 1). */
-int cfg_workers(const struct cfg *c);
+/* The number of workers to run on a machine with ncpus online CPUs (as
+ * sysconf(_SC_NPROCESSORS_ONLN) says; -1 when unknown): `workers`, or for
+ * auto ncpus minus one, at least 1 and at most METRICS_MAX_WORKERS (the
+ * slots of the shared metrics region). *capped is set to 1 when auto would
+ * have asked for more than that, else 0; an explicit number over it never
+ * gets here (the file is refused). */
+int cfg_workers(const struct cfg *c, long ncpus, int *capped);
 
 #endif

@@ -1,19 +1,18 @@
-/* http.c: request heads, the WebSocket upgrade and /healthz (see http.h). */
+/* http.c: request heads, the WebSocket upgrade, /healthz, /metrics and the
+ * files of static_dir (see http.h). */
 #include "http.h"
 
-#include <ctype.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "auth.h"
 #include "config.h"
+#include "docroot.h"
 #include "log.h"
 #include "metrics.h"
 #include "protocol/codec.h"
@@ -332,76 +331,27 @@ static void upgrade(struct conn *c, const struct proto_http_req *r, const char *
     proto_buf_free(&channels);
 }
 
-/* Largest file static_dir serves: it is for a demo page and its script. */
-#define HTTP_STATIC_MAX (1024 * 1024)
-
-static const char *content_type(const char *path)
-{
-    static const char *const types[][2] = {
-        {".html", "text/html; charset=utf-8"}, {".js", "text/javascript; charset=utf-8"},
-        {".css", "text/css; charset=utf-8"},   {".json", "application/json"},
-        {".svg", "image/svg+xml"},             {".png", "image/png"},
-        {".ico", "image/x-icon"},              {".txt", "text/plain; charset=utf-8"}};
-    const char *dot = strrchr(path, '.');
-    size_t i;
-
-    for (i = 0; dot && i < sizeof(types) / sizeof(types[0]); i++)
-        if (strcmp(dot, types[i][0]) == 0)
-            return types[i][1];
-    return "application/octet-stream";
-}
-
-/* Serves a file of static_dir. The path may hold letters, digits, '-', '_',
- * '.', and '/' between names, never a name starting with '.', so nothing
- * outside the directory (or hidden in it) is reachable. Returns 0 when it
- * answered, -1 when the path is not a file there (the caller sends 404). */
+/* GET or HEAD of a file of static_dir: its response, read from memory
+ * (docroot.h) and queued by reference. Returns 0 when it answered, -1 when
+ * the path is not such a file (the caller sends 404). */
 static int serve_static(struct conn *c, const struct proto_http_req *r)
 {
-    const char *dir = env->cfg->static_dir;
-    struct proto_buf out = {0};
-    char path[512], rel[256];
-    size_t i, n = r->path.n;
-    struct stat st;
-    int head = method_is(r, "HEAD"), fd = -1, rc = -1;
-    ssize_t got;
+    int head = method_is(r, "HEAD");
+    struct frame *f;
 
-    if (*dir == '\0' || (!head && !method_is(r, "GET")) || n >= sizeof(rel))
+    if (!head && !method_is(r, "GET"))
         return -1;
-    memcpy(rel, r->path.p, n);
-    rel[n] = '\0';
-    if (strcmp(rel, "/") == 0)
-        snprintf(rel, sizeof(rel), "/index.html");
-    for (i = 0; rel[i]; i++) {
-        char ch = rel[i];
-        if (ch == '/' ? rel[i + 1] == '.' || rel[i + 1] == '/' || rel[i + 1] == '\0'
-                      : !(isalnum((unsigned char)ch) || ch == '-' || ch == '_' || ch == '.'))
-            return -1;
-    }
-    if ((size_t)snprintf(path, sizeof(path), "%s%s", dir, rel) >= sizeof(path) ||
-        (fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0)
+    if ((f = docroot_find(env->docroot, r->path.p, r->path.n, head)) == NULL)
         return -1;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > HTTP_STATIC_MAX)
-        goto done;
-    if (proto_buf_printf(&out,
-                         "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %lld\r\n"
-                         "Cache-Control: no-cache\r\nConnection: close\r\n\r\n",
-                         content_type(rel), (long long)st.st_size) != 0 ||
-        proto_buf_reserve(&out, (size_t)st.st_size) != 0)
-        goto done;
-    if (!head) {
-        got = read(fd, out.data + out.len, (size_t)st.st_size);
-        if (got != (ssize_t)st.st_size)
-            goto done;
-        out.len += (size_t)got;
+    /* Only a file larger than max_pending_bytes can be refused here. */
+    if (conn_send(c, f) != 0) {
+        log_debug("fd %d: %zu-byte static response over max_pending_bytes", c->fd,
+                  frame_size(f));
+        conn_kill(c);
+        return 0;
     }
-    conn_send_copy(c, out.data, out.len);
     conn_end(c);
-    rc = 0;
-done:
-    if (fd >= 0)
-        close(fd);
-    proto_buf_free(&out);
-    return rc;
+    return 0;
 }
 
 static void route(struct conn *c, const struct proto_http_req *r, const char *rest,

@@ -10,6 +10,9 @@
  *   GET <ws_path> without an upgrade             -> 426
  *   Sec-WebSocket-Version other than 13          -> 426 + Sec-WebSocket-Version: 13
  *   GET|HEAD /healthz                            -> 200 "ok" / 503 while Redis is down
+ *   GET|HEAD /metrics                            -> 200, Prometheus text
+ *   GET|HEAD of a file of static_dir ("/" is     -> 200, from memory (docroot.h)
+ *   /index.html)
  *   malformed head                               -> 400
  *   head over 8 KiB                              -> 431
  *   any other path                               -> 404
@@ -20,9 +23,11 @@
 #include "conn.h"
 
 struct cfg;
+struct docroot;
 
 struct http_env {
     const struct cfg *cfg;
+    const struct docroot *docroot; /* static_dir's files; NULL: none */
     size_t max_connections; /* per worker, resolved from cfg (0: auto) */
     int (*healthy)(void *arg); /* 1 while the Redis link is up */
     void *arg;

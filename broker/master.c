@@ -132,11 +132,18 @@ static int running(const struct master *m)
 }
 
 /* Forks worker i. Returns 0 in the master; in the child, runs the worker
- * and returns 1 with its exit status in *status. */
+ * and returns 1 with its exit status in *status.
+ *
+ * Each listening socket has one owner per process. In the master it is the
+ * slot (closed by begin_stop or at exit). In the child the slot hands its
+ * own socket to worker_run, which owns it from then on whatever happens
+ * (its listener closes it, or worker_run does when it fails before making
+ * one), and every slot of the child's copy is left at -1 so that nothing
+ * closes a number the worker may have reused by then. */
 static int spawn(struct master *m, int i, int *status)
 {
     pid_t master_pid = getpid(), pid = fork();
-    int k;
+    int k, fd;
 
     if (pid < 0) {
         log_error("fork: %s", strerror(errno));
@@ -146,6 +153,7 @@ static int spawn(struct master *m, int i, int *status)
     if (pid > 0) {
         m->slots[i].pid = pid;
         m->slots[i].started_ms = conn_now_ms();
+        metrics_worker_started(i);
         log_info("worker %d started (pid %d)", i + 1, (int)pid);
         return 0;
     }
@@ -153,15 +161,17 @@ static int spawn(struct master *m, int i, int *status)
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != master_pid)
         _exit(1);
-    for (k = 0; k < m->n; k++)
-        if (k != i)
+    fd = m->slots[i].fd;
+    for (k = 0; k < m->n; k++) {
+        if (k != i && m->slots[k].fd >= 0)
             close(m->slots[k].fd);
+        m->slots[k].fd = -1;
+    }
     log_set_worker(i + 1);
     metrics_attach(i);
     /* Signals stay blocked until the worker's loop has its own handlers;
      * worker_run() unblocks them. */
-    *status = worker_run(m->cfg, m->slots[i].fd);
-    close(m->slots[i].fd);
+    *status = worker_run(m->cfg, fd);
     return 1;
 }
 
@@ -325,17 +335,27 @@ static int loop(struct master *m, int *is_worker)
     }
 }
 
-int master_run(struct cfg *cfg, int *is_worker)
+int master_run(struct cfg *cfg, int (*on_bound)(void *arg), void *arg, int *is_worker)
 {
     struct master m;
-    int i, rc = 1, status;
+    int i, rc = 1, status, capped;
+    long ncpus;
 
     memset(&m, 0, sizeof(m));
     *is_worker = 0;
     m.cfg = cfg;
-    m.n = cfg_workers(cfg);
-    if (m.n > METRICS_MAX_WORKERS)
-        m.n = METRICS_MAX_WORKERS;
+    /* As nginx's master: a log line to a closed pipe (stderr under a
+     * supervisor that went away) must fail with EPIPE, not kill the
+     * process that keeps the workers. Workers inherit it. */
+    if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+        log_error("ignoring SIGPIPE: %s", strerror(errno));
+        return 1;
+    }
+    ncpus = sysconf(_SC_NPROCESSORS_ONLN);
+    m.n = cfg_workers(cfg, ncpus, &capped);
+    if (capped)
+        log_warn("workers auto: %ld CPUs online, but at most %d workers (METRICS_MAX_WORKERS); "
+                 "running %d", ncpus, METRICS_MAX_WORKERS, m.n);
     if ((m.slots = calloc((size_t)m.n, sizeof(*m.slots))) == NULL)
         return 1;
     for (i = 0; i < m.n; i++)
@@ -349,6 +369,8 @@ int master_run(struct cfg *cfg, int *is_worker)
     for (i = 0; i < m.n; i++)
         if ((m.slots[i].fd = listen_socket(cfg)) < 0)
             goto done;
+    if (on_bound != NULL && on_bound(arg) != 0)
+        goto done;
     sigemptyset(&m.handled);
     sigaddset(&m.handled, SIGCHLD);
     sigaddset(&m.handled, SIGTERM);
@@ -368,8 +390,9 @@ int master_run(struct cfg *cfg, int *is_worker)
     if (!*is_worker)
         log_info("master: stopped");
 done:
+    /* In a worker every slot is -1 already (spawn handed its socket over). */
     for (i = 0; i < m.n; i++)
-        if (m.slots[i].fd >= 0 && !*is_worker)
+        if (m.slots[i].fd >= 0)
             close(m.slots[i].fd);
     free(m.slots);
     metrics_free();

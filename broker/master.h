@@ -22,9 +22,13 @@
 struct cfg;
 
 /* Runs the master until it stops. cfg is the loaded configuration (reloads
- * update it). Returns the exit status; in a worker process (after fork) it
- * returns the worker's status with *is_worker set, and the caller only
- * cleans up and exits. */
-int master_run(struct cfg *cfg, int *is_worker);
+ * update it). on_bound (may be NULL) is called once, in the master, after
+ * every listening socket is bound and before the first worker is forked:
+ * the moment this process is known to own the port (the pid file is written
+ * then). A nonzero return from it stops the start, and master_run returns 1.
+ * Returns the exit status; in a worker process (after fork) it returns the
+ * worker's status with *is_worker set, and the caller only cleans up and
+ * exits. */
+int master_run(struct cfg *cfg, int (*on_bound)(void *arg), void *arg, int *is_worker);
 
 #endif

@@ -404,9 +404,8 @@ static void emit(void *arg, struct batch *b, struct frame *f, uint32_t count)
     struct reg *r = arg;
     struct reg_group *g = container_of(b, struct reg_group, batch);
     struct reg_sub *s, *n;
+    uint32_t queued = 0;
 
-    stats->frames_sent_total += g->nsubs;
-    stats->messages_delivered_total += (uint64_t)count * g->nsubs;
     for (s = g->subs; s != NULL; s = n) {
         /* Thousands of members are not in cache: ask for the next one's
          * subscription and client while this one is served. */
@@ -414,8 +413,13 @@ static void emit(void *arg, struct batch *b, struct frame *f, uint32_t count)
             __builtin_prefetch(n->gnext);
             __builtin_prefetch(n->client);
         }
-        r->hooks.deliver(r->hooks.arg, s->client, f);
+        queued += (uint32_t)r->hooks.deliver(r->hooks.arg, s->client, f);
     }
+    /* Counted once the frames are queued, so that a member refused (slow,
+     * or closing and not yet unsubscribed) is not counted as sent; one
+     * local sum, so the loop touches nothing more per member. */
+    stats->frames_sent_total += queued;
+    stats->messages_delivered_total += (uint64_t)count * queued;
 }
 
 int reg_defer_ack(struct reg *r, struct reg_client *cl, const char *name, size_t len,
@@ -429,7 +433,8 @@ int reg_defer_ack(struct reg *r, struct reg_client *cl, const char *name, size_t
     a->next = NULL;
     a->client = cl;
     a->ridlen = ridlen;
-    memcpy(a->rid, rid, ridlen);
+    if (ridlen > 0)
+        memcpy(a->rid, rid, ridlen);
     /* In arrival order: a client's acks keep the order of its requests. */
     for (tail = &ch->acks; *tail != NULL; tail = &(*tail)->next)
         ;

@@ -34,8 +34,11 @@ struct reg_hooks {
      * borrowed for the call. */
     void (*on_first)(void *arg, const char *name, size_t len);
     void (*on_last)(void *arg, const char *name, size_t len);
-    /* Queue f (borrowed: take a reference to keep it) on cl's connection. */
-    void (*deliver)(void *arg, struct reg_client *cl, struct frame *f);
+    /* Queue f (borrowed: take a reference to keep it) on cl's connection.
+     * Returns 1 when f was queued, 0 when it was not (the connection is
+     * closing, or is too far behind and is being closed for it): only
+     * frames queued count as sent. */
+    int (*deliver)(void *arg, struct reg_client *cl, struct frame *f);
     /* A subscribe ack that waited for Redis (reg_defer_ack) may go now.
      * name and rid (raw JSON, ridlen 0: none) are borrowed for the call. */
     void (*on_ack)(void *arg, struct reg_client *cl, const char *name, size_t len,

@@ -532,20 +532,23 @@ void sess_close(struct conn *c, uint16_t code, const char *reason)
     conn_end(c);
 }
 
-void sess_deliver(void *arg, struct reg_client *cl, struct frame *f)
+int sess_deliver(void *arg, struct reg_client *cl, struct frame *f)
 {
     struct sess *s = container_of(cl, struct sess, client);
     struct conn *c = s->conn;
 
     (void)arg;
-    if (conn_send(c, f) == 0 || errno != ENOBUFS || c->state != CONN_OPEN)
-        return;
+    if (conn_send(c, f) == 0)
+        return 1;
+    if (errno != ENOBUFS || c->state != CONN_OPEN)
+        return 0;
     /* Too far behind: what is queued will not be wanted any more. */
     stats->slow_consumer_disconnects_total++;
     log_info("fd %d: slow consumer (over %lld pending bytes), closing", c->fd,
              env->cfg->max_pending_bytes);
     stats->dropped_total[DROP_SLOW_CONSUMER] += conn_drop_queued(c);
     sess_close(c, PROTO_CLOSE_POLICY, "slow consumer");
+    return 0;
 }
 
 /* Sends one text message outside of a feed (the error answers to

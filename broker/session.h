@@ -42,8 +42,11 @@ struct sess_env {
  * on ENOMEM. */
 int sess_init(struct sess_env *env);
 
-/* The registry's deliver hook: queues f on cl's session. */
-void sess_deliver(void *arg, struct reg_client *cl, struct frame *f);
+/* The registry's deliver hook: queues f (borrowed; the queue takes its own
+ * reference) on cl's session. Returns 1 when queued; 0 when the session is
+ * closing, or when the frame would put it over max_pending_bytes: it is
+ * then closed as a slow consumer (1008) and its unsent frames dropped. */
+int sess_deliver(void *arg, struct reg_client *cl, struct frame *f);
 
 /* The registry's on_ack hook: sends a subscribe ack that waited for Redis. */
 void sess_ack(void *arg, struct reg_client *cl, const char *name, size_t len, const char *rid,

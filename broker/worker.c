@@ -18,6 +18,7 @@
 #include "batch.h"
 #include "config.h"
 #include "conn.h"
+#include "docroot.h"
 #include "filter.h"
 #include "frame.h"
 #include "http.h"
@@ -54,6 +55,7 @@ struct worker {
     struct proto_buf scratch; /* a non-JSON payload encoded as a string */
     struct sess_env senv;
     struct http_env henv;
+    struct docroot *docroot;  /* static_dir's files; NULL when off */
     uint64_t oversize_log_ms; /* last time an oversize drop was logged */
     uint64_t oversize_quiet;  /* drops not logged since */
 };
@@ -203,8 +205,10 @@ static void accept_error_cb(struct evconnlistener *lev, void *arg)
 
 static int listen_start(struct worker *w, int fd)
 {
+    /* Backlog 0: the master already listens with its own backlog; -1 would
+     * have libevent call listen(fd, 128) again and shrink it. */
     w->lev = evconnlistener_new(w->base, accept_cb, w,
-                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
     if (w->lev == NULL) {
         log_error("listener on fd %d: %s", fd, strerror(errno));
         return -1;
@@ -269,6 +273,37 @@ static size_t resolve_max_connections(const struct cfg *c)
     return cap;
 }
 
+static void docroot_skipped(void *arg, const char *path, const char *why)
+{
+    struct worker *w = arg;
+
+    log_warn("static_dir %s: %s is not served: %s", w->cfg->static_dir, path, why);
+}
+
+/* (Re)reads static_dir into memory: at start and on every reload, so that
+ * a file changed on disk is served new after SIGHUP and never half-way.
+ * When the directory cannot be read, the files loaded before stay. This
+ * reads up to DOCROOT_TOTAL_MAX bytes while the loop waits, once per
+ * reload, so that no request ever does. */
+static void docroot_reload(struct worker *w)
+{
+    const char *dir = w->cfg->static_dir;
+    struct docroot *d = NULL;
+    char err[256];
+
+    if (*dir != '\0' && (d = docroot_load(dir, docroot_skipped, w, err, sizeof(err))) == NULL) {
+        log_error("static_dir %s: %s; %s", dir, err,
+                  w->docroot ? "keeping the files read before" : "serving no files");
+        return;
+    }
+    docroot_free(w->docroot);
+    w->docroot = d;
+    w->henv.docroot = d;
+    if (d != NULL)
+        log_info("static_dir %s: %zu files, %zu bytes in memory", dir, docroot_count(d),
+                 docroot_bytes(d));
+}
+
 static void apply_config(struct worker *w)
 {
     w->henv.max_connections = resolve_max_connections(w->cfg);
@@ -293,6 +328,7 @@ static void reload(struct worker *w)
         log_error("reload: out of memory applying the new values");
     cfg_free(&fresh);
     apply_config(w);
+    docroot_reload(w);
     log_info("configuration reloaded (batch_interval_ms %lld, batch_max_bytes %lld)",
              w->cfg->batch_interval_ms, w->cfg->batch_max_bytes);
 }
@@ -378,6 +414,7 @@ static void worker_free(struct worker *w)
     /* Sessions leave the registry as they are freed, and the registry tells
      * the Redis link, so connections go first and the link after them. */
     conn_set_free(w->conns);
+    docroot_free(w->docroot);
     rsub_free(w->sub);
     reg_free(w->reg);
     if (w->senv.ping)
@@ -449,6 +486,7 @@ int worker_run(struct cfg *cfg, int listen_fd)
     w.henv.healthy = healthy;
     w.henv.arg = &w;
     http_init(&w.henv);
+    docroot_reload(&w);
     w.accept_retry = evtimer_new(w.base, accept_retry_cb, &w);
     w.stats_timer = evtimer_new(w.base, stats_cb, &w);
     w.sig_term = add_signal(&w, SIGTERM);

@@ -14,7 +14,10 @@
 struct cfg;
 
 /* Runs until stopped, accepting on listen_fd (a bound, listening,
- * non-blocking socket; the worker takes it). cfg is the worker's own copy:
+ * non-blocking socket). Takes ownership of listen_fd in every case: it is
+ * closed by the time worker_run returns, by the listener that took it or,
+ * when the worker fails before making one, by worker_run itself; the caller
+ * must not close it. cfg is the worker's own copy:
  * SIGHUP re-reads cfg->file and applies the keys a reload may change,
  * SIGUSR1 reopens the log file. Returns the process exit status: 0 after a
  * clean stop, 1 when the worker could not start. */

@@ -322,6 +322,10 @@ class Broker:
             self.cfg["workers"] = "1"
         self.cfg.update({k: str(v) for k, v in cfg.items()})
         self.proc = None
+        # A tool this one broker runs under (outside BROKER_WRAPPER), e.g.
+        # strace, and the environment it gets (None: ours).
+        self.wrapper = []
+        self.env = None
 
     def start(self, wait="healthz", timeout=15.0):
         """wait: "healthz" (until /healthz answers 200), "port" (until the
@@ -330,8 +334,9 @@ class Broker:
             for k, v in self.cfg.items():
                 f.write("%s %s\n" % (k, v))
         logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(BROKER_WRAPPER + [BROKER_BIN, "-c", self.conf_path], stdout=logf,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.wrapper + BROKER_WRAPPER + [BROKER_BIN, "-c", self.conf_path],
+                                     stdout=logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=self.env)
         logf.close()
         LIVE.add(self.proc)
         if wait == "healthz":

@@ -103,6 +103,9 @@ def test_check_unknown_key_names_file_line_and_key():
     "redis_url http://127.0.0.1:6379",
     "ping_interval_s 1.5",
     "max_client_message_bytes ",
+    "workers 0",
+    "workers 257",    # over the metrics slots (METRICS_MAX_WORKERS): refused, never capped
+    "workers 100000",
 ])
 def test_check_invalid_value_names_file_line_and_key(line):
     key = line.split()[0]

@@ -1,13 +1,17 @@
 """PROTOCOL.md section 1: HTTP on the listen port."""
+import os
+import re
+import signal
 import socket
+import subprocess
 import time
 
 import pytest
 
-from helpers import (SLOW, HttpResponse, http_exchange, http_request, parse_batch, publish,
-                     recv_batch, recv_text, run, subscribe, uniq, upgrade_request,
-                     upgrade_response, upgrade_status, wait_subscribed, wait_until, ws_accept,
-                     ws_connect)
+from helpers import (BROKER_BIN, LIVE, SLOW, HttpResponse, free_port, http_exchange,
+                     http_request, kill_proc, parse_batch, publish, recv_batch, recv_text, run,
+                     subscribe, uniq, upgrade_request, upgrade_response, upgrade_status,
+                     wait_subscribed, wait_until, ws_accept, ws_connect)
 
 
 def req(broker, data, timeout=5.0):
@@ -418,3 +422,220 @@ def test_query_channels_first_frame_is_batch(broker, redis):
         finally:
             await ws.close()
     run(body())
+
+
+# -- static_dir ---------------------------------------------------------------
+
+def make_site(files):
+    """A fresh static_dir holding files ({relative path: bytes})."""
+    import helpers
+    d = helpers.tmpdir("www-")
+    for rel, data in files.items():
+        path = os.path.join(d, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+    return d
+
+
+def get(b, path, method="GET"):
+    return req(b, "%s %s HTTP/1.1\r\nHost: t\r\n\r\n" % (method, path))
+
+
+def check_config(*args):
+    """Runs `broker -t ...` to completion; returns (rc, stdout, stderr)."""
+    p = subprocess.Popen([BROKER_BIN, "-t"] + list(args), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    LIVE.add(p)
+    try:
+        out, err = p.communicate(timeout=20 * SLOW)
+    finally:
+        kill_proc(p)
+    return p.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def conf_file(text):
+    import helpers
+    path = os.path.join(helpers.tmpdir("conf-"), "broker.conf")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+SITE = {"index.html": b"<h1>home</h1>\n", "app.js": b"console.log(1);\n",
+        "style.css": b"body{}\n", "sub/page.html": b"<p>page</p>\n",
+        "sub/deeper/data.json": b'{"a":1}\n', "noext": b"plain", "logo.svg": b"<svg/>",
+        ".hidden": b"secret", ".git/config": b"[core]", "sub/.env": b"KEY=1",
+        "bad name.html": b"space"}
+
+
+@pytest.fixture(scope="module")
+def site_broker(redis):
+    import helpers
+    b = helpers.Broker(redis.port, static_dir=make_site(SITE))
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.mark.parametrize("path,rel,ctype", [
+    ("/", "index.html", "text/html; charset=utf-8"),
+    ("/index.html", "index.html", "text/html; charset=utf-8"),
+    ("/app.js", "app.js", "text/javascript; charset=utf-8"),
+    ("/style.css", "style.css", "text/css; charset=utf-8"),
+    ("/sub/page.html", "sub/page.html", "text/html; charset=utf-8"),
+    ("/sub/deeper/data.json", "sub/deeper/data.json", "application/json"),
+    ("/logo.svg", "logo.svg", "image/svg+xml"),
+    ("/noext", "noext", "application/octet-stream"),
+])
+def test_static_get_and_head(site_broker, path, rel, ctype):
+    r = get(site_broker, path)
+    assert_closing_answer(r, 200)
+    assert r.body == SITE[rel], r
+    assert r.header("Content-Type") == ctype, r
+    assert int(r.header("Content-Length")) == len(SITE[rel]), r
+    h = get(site_broker, path, "HEAD")
+    assert_closing_answer(h, 200)
+    assert h.body == b"", h
+    assert h.header("Content-Length") == r.header("Content-Length"), h
+    assert h.header("Content-Type") == ctype, h
+
+
+@pytest.mark.parametrize("path", [
+    "/.hidden", "/.git/config", "/sub/.env", "/sub/", "/sub", "//index.html",
+    "/sub/../index.html", "/./index.html", "/../index.html", "/sub//page.html",
+    "/bad%20name.html", "/bad name.html", "/index.html/", "/INDEX.HTML", "/nope.html",
+])
+def test_static_path_rules(site_broker, path):
+    r = req(site_broker, ("GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % path).encode())
+    assert r.status in (400, 404), r
+    assert b"secret" not in r.raw and b"KEY=1" not in r.raw and b"[core]" not in r.raw, r
+
+
+def test_static_other_methods_are_404(site_broker):
+    for method in ("POST", "PUT", "DELETE", "OPTIONS"):
+        r = req(site_broker, "%s /app.js HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"
+                % method)
+        assert_closing_answer(r, 404)
+
+
+def test_static_skips_are_logged_but_not_dot_files(site_broker):
+    log = site_broker.log()
+    assert re.search(r"\] w1 static_dir .*: /bad name.html is not served: its name has", log), log
+    assert re.search(r"\] w1 static_dir .*: 7 files, \d+ bytes in memory", log), log
+    assert ".hidden" not in log and ".git" not in log
+
+
+def test_static_demo_directory_with_its_symlink(redis, make_broker):
+    # What `make run` serves: protocol/demo, whose broker-client.js is a
+    # symbolic link to ../broker-client.js.
+    import helpers
+    demo = os.path.join(helpers.REPO, "protocol", "demo")
+    b = make_broker(redis.port, static_dir=demo)
+    for name in ("index.html", "demo.js", "broker-client.js"):
+        r = get(b, "/" + name)
+        assert_closing_answer(r, 200)
+        with open(os.path.join(demo, name), "rb") as f:
+            assert r.body == f.read(), name
+
+
+def test_static_file_over_the_bound_is_not_served(redis, make_broker):
+    mib = 1024 * 1024
+    d = make_site({"ok.bin": b"a" * mib, "big.bin": b"b" * (mib + 1), "small.txt": b"s"})
+    b = make_broker(redis.port, static_dir=d)
+    r = get(b, "/ok.bin")
+    assert_closing_answer(r, 200)
+    assert r.body == b"a" * mib
+    assert_closing_answer(get(b, "/big.bin"), 404)
+    assert_closing_answer(get(b, "/small.txt"), 200)
+    assert re.search(r"\] w1 static_dir .*: /big.bin is not served: 1048577 bytes, over the "
+                     r"1048576 a file may have", b.log()), b.log()
+
+
+def test_static_total_bound(redis, make_broker):
+    # Nine files of 1 MiB: the first eight (by name) fill the 8 MiB.
+    mib = 1024 * 1024
+    d = make_site({"f%d.bin" % i: bytes([65 + i]) * mib for i in range(9)})
+    b = make_broker(redis.port, static_dir=d)
+    for i in range(8):
+        r = get(b, "/f%d.bin" % i)
+        assert_closing_answer(r, 200)
+        assert len(r.body) == mib and r.body[:1] == bytes([65 + i])
+    assert_closing_answer(get(b, "/f8.bin"), 404)
+    assert re.search(r"\] w1 static_dir .*: /f8.bin is not served: .*over 8388608 bytes in all",
+                     b.log()), b.log()
+
+
+@pytest.mark.timeout(90)
+def test_static_file_changed_on_disk_is_served_new_only_after_sighup(redis, make_broker):
+    d = make_site({"index.html": b"version 1", "gone.txt": b"here"})
+    b = make_broker(redis.port, static_dir=d)
+    assert get(b, "/").body == b"version 1"
+    with open(os.path.join(d, "index.html"), "wb") as f:
+        f.write(b"version 2, longer")
+    with open(os.path.join(d, "new.txt"), "wb") as f:
+        f.write(b"new")
+    os.unlink(os.path.join(d, "gone.txt"))
+    # Nothing is read from disk per request: the old files until a reload.
+    for _ in range(3):
+        r = get(b, "/")
+        assert r.body == b"version 1" and r.header("Content-Length") == "9", r
+    assert get(b, "/gone.txt").body == b"here"
+    assert_closing_answer(get(b, "/new.txt"), 404)
+    n = b.log().count("configuration reloaded (")
+    os.kill(b.proc.pid, signal.SIGHUP)
+    wait_until(lambda: b.log().count("configuration reloaded (") > n, 10 * SLOW,
+               what="the worker's reload")
+    r = get(b, "/")
+    assert_closing_answer(r, 200)
+    assert r.body == b"version 2, longer" and r.header("Content-Length") == "17", r
+    assert get(b, "/new.txt").body == b"new"
+    assert_closing_answer(get(b, "/gone.txt"), 404)
+
+
+def test_check_missing_static_dir_fails_with_file_line():
+    path = conf_file("# site\nstatic_dir /nonexistent/www\n")
+    rc, out, err = check_config("-c", path)
+    assert rc == 1, (out, err)
+    assert "%s:2" % path in err and "static_dir" in err, err
+    assert "No such file or directory" in err, err
+
+
+def test_check_static_dir_that_is_a_file_fails():
+    d = make_site({"f": b"x"})
+    path = conf_file("static_dir %s\n" % os.path.join(d, "f"))
+    rc, out, err = check_config("-c", path)
+    assert rc == 1, (out, err)
+    assert "%s:1" % path in err and "static_dir" in err, err
+
+
+def test_check_static_dir_names_files_it_would_not_serve():
+    d = make_site({"index.html": b"ok", "huge.bin": b"h" * (1024 * 1024 + 1),
+                   "a b.txt": b"x"})
+    path = conf_file("static_dir %s\n" % d)
+    rc, out, err = check_config("-c", path)
+    assert rc == 1, (out, err)
+    assert "key 'static_dir'" in err and path in err, err
+    assert re.search(r"/huge\.bin would not be served: 1048577 bytes, over the 1048576", err), err
+    assert "/a b.txt would not be served" in err, err
+
+
+def test_check_good_static_dir_passes_and_sums_it_up():
+    d = make_site({"index.html": b"12345", "sub/x.js": b"123"})
+    path = conf_file("static_dir %s\n" % d)
+    rc, out, err = check_config("-c", path)
+    assert rc == 0, (out, err)
+    assert "static_dir %s: 2 files, 8 bytes" % d in out, out
+
+
+def test_start_with_missing_static_dir_exits_1():
+    path = conf_file("listen 127.0.0.1:%d\nstatic_dir /nonexistent/www\n" % free_port())
+    p = subprocess.Popen([BROKER_BIN, "-c", path], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    LIVE.add(p)
+    try:
+        out, err = p.communicate(timeout=20 * SLOW)
+    finally:
+        kill_proc(p)
+    assert p.returncode == 1, (out, err)
+    assert b"%s:2" % path.encode() in err, err

@@ -3,6 +3,7 @@ reload, log reopening), GET /metrics summed over workers, pid_file and the
 stats line. Every broker here runs 2 workers."""
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 from helpers import (BROKER_WRAPPER, OP_CLOSE, OP_TEXT, SLOW, RawWS, assert_clean_log,
                      child_pids, close_payload, fetch_metrics, kill_proc, metric, numsub,
                      parse_batch, parse_metrics, port_accepts, publish, publish_many, uniq,
-                     wait_until)
+                     upgrade_request, upgrade_status, wait_until)
 
 WORKERS = 2
 
@@ -290,6 +291,56 @@ def test_metrics_count_connections_across_workers(shared, redis):
     wait_metric(shared, "broker_channels", 0)
 
 
+def read_pid_file(path):
+    with open(path) as f:
+        text = f.read()
+    assert re.fullmatch(r"\d+\n", text), text
+    return int(text)
+
+
+@pytest.mark.timeout(90)
+def test_second_start_on_a_busy_port_leaves_the_pid_file_alone(redis, make_broker):
+    import helpers
+    d = helpers.tmpdir("pid-")
+    path = os.path.join(d, "broker.pid")
+    a = start(make_broker, redis.port, pid_file=path)
+    assert read_pid_file(path) == a.proc.pid
+    # The same port and pid_file again: a mistaken second start.
+    b = helpers.Broker(redis.port, port=a.port, workers=WORKERS, pid_file=path)
+    b.start(wait=None)
+    try:
+        rc = b.proc.wait(timeout=15 * SLOW)
+    finally:
+        kill_proc(b.proc)
+    log = b.log()
+    assert_clean_log(log)
+    assert rc == 1, "second broker exited with %r; log:\n%s" % (rc, log)
+    assert re.search(r"\] m0 listen 127\.0\.0\.1:%d: Address already in use "
+                     r"\(is another broker running\?\)" % a.port, log), log
+    assert "worker" not in log, "the second broker started workers:\n" + log
+    # The running broker's pid file is untouched, and it still serves.
+    assert read_pid_file(path) == a.proc.pid
+    assert a.healthz()[0] == 200
+    a.stop()
+    assert not os.path.exists(path), "pid_file left behind by the broker that wrote it"
+
+
+@pytest.mark.timeout(90)
+def test_pid_file_replaced_meanwhile_is_not_removed(redis, make_broker):
+    import helpers
+    path = os.path.join(helpers.tmpdir("pid-"), "broker.pid")
+    a = start(make_broker, redis.port, pid_file=path)
+    master = a.proc.pid
+    assert read_pid_file(path) == master
+    # Someone else (an operator, another broker) now owns the file.
+    with open(path, "w") as f:
+        f.write("1\n")
+    a.stop()
+    assert read_pid_file(path) == 1
+    assert re.search(r"\] m0 pid_file %s no longer holds pid %d; left in place"
+                     % (re.escape(path), master), a.log()), a.log()[-2000:]
+
+
 # -- supervision ----------------------------------------------------------------
 
 @pytest.mark.timeout(120)
@@ -352,6 +403,230 @@ def test_killed_worker_is_replaced_and_the_other_workers_clients_notice_nothing(
             c.close()
         for c, _ in again:
             c.close()
+
+
+def strace_works():
+    if shutil.which("strace") is None:
+        return False
+    p = subprocess.run(["strace", "-o", "/dev/null", "true"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=30)
+    return p.returncode == 0
+
+
+@pytest.mark.timeout(120)
+def test_each_listening_socket_is_closed_once(redis):
+    """strace -f of the master and its workers through a start, a worker
+    killed and replaced, and a graceful stop: no process closes a
+    descriptor it does not hold (the listener closes the worker's listening
+    socket, and nothing closes that number again)."""
+    import helpers
+    if not strace_works():
+        pytest.skip("strace is missing or ptrace is not permitted here")
+    b = helpers.Broker(redis.port, workers=WORKERS)
+    b.cfg["pid_file"] = os.path.join(b.dir, "broker.pid")
+    b.wrapper = ["strace", "-ff", "-q", "-e", "trace=close", "-o", os.path.join(b.dir, "trace")]
+    # LeakSanitizer stops the process with ptrace at exit, which it cannot
+    # do under strace; everything else ASan checks still runs.
+    env = dict(os.environ)
+    env["ASAN_OPTIONS"] = ":".join(x for x in (env.get("ASAN_OPTIONS"), "detect_leaks=0") if x)
+    b.env = env
+    b.start()
+    try:
+        master = read_pid_file(b.cfg["pid_file"])
+        wait_until(lambda: len(child_pids(master)) == WORKERS, 10 * SLOW,
+                   what="%d worker processes" % WORKERS)
+        first = child_pids(master)
+        os.kill(first[0], signal.SIGKILL)
+        wait_until(lambda: len(child_pids(master)) == WORKERS and first[0] not in child_pids(master),
+                   10 * SLOW, what="a replacement worker")
+        workers = child_pids(master)
+        os.kill(master, signal.SIGTERM)
+        rc = wait_exit(b, 30 * SLOW)
+    finally:
+        if b.proc is not None:
+            kill_proc(b.proc)
+    assert rc == 0, "exit status %r; log:\n%s" % (rc, b.log()[-3000:])
+    # -ff: one file per process, trace.PID, so calls are never split.
+    traced = {}
+    for name in os.listdir(b.dir):
+        if name.startswith("trace."):
+            with open(os.path.join(b.dir, name)) as f:
+                traced[int(name[len("trace."):])] = f.read()
+    assert master in traced and all(pid in traced for pid in workers), (master, workers, traced)
+    bad = ["%d: %s" % (pid, l) for pid, text in sorted(traced.items())
+           for l in text.splitlines() if "EBADF" in l]
+    assert not bad, "descriptors closed twice:\n%s" % "\n".join(bad)
+    # The workers that stopped by themselves closed their sockets (the
+    # trace did see them).
+    for pid in workers:
+        assert "close(" in traced[pid] and "+++ exited with 0 +++" in traced[pid], traced[pid]
+
+
+def test_listening_sockets_keep_the_masters_backlog(shared):
+    """The master listens with a backlog of 4096 (capped by somaxconn); a
+    worker taking the socket must not listen() again with a smaller one."""
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (iproute2)")
+    with open("/proc/sys/net/core/somaxconn") as f:
+        want = min(4096, int(f.read()))
+    out = subprocess.run(["ss", "-Hltn", "sport = :%d" % shared.port], stdout=subprocess.PIPE,
+                         check=True, timeout=10).stdout.decode()
+    # State Recv-Q Send-Q Local Peer: for a listening socket Send-Q is the backlog.
+    backlogs = [int(l.split()[2]) for l in out.splitlines() if l.strip()]
+    assert backlogs == [want] * WORKERS, out
+
+
+# -- counters stay counters ---------------------------------------------------------
+
+def try_metrics(port):
+    """One scrape, parsed; None when the connection failed or the answer
+    was cut short (its worker was killed while answering)."""
+    import helpers
+    try:
+        r = helpers.http_request(port, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", 10 * SLOW)
+    except (OSError, AssertionError):
+        return None
+    if r.status != 200 or r.header("Content-Length") is None or \
+            int(r.header("Content-Length")) != len(r.body):
+        return None
+    return parse_metrics(r.body.decode("utf-8"))
+
+
+@pytest.mark.timeout(150)
+def test_counters_stay_monotonic_while_workers_are_killed(redis, make_broker):
+    """A thread scrapes /metrics in a loop while workers that have counted
+    things are killed and replaced, over and over: every counter of every
+    scrape is at least what the previous scrape showed (a dead worker's
+    counts move to the retired totals in one step for readers)."""
+    import threading
+    b = start(make_broker, redis.port)
+    ch = uniq("mono")
+    stop = threading.Event()
+    scrapes, decreases, failures = [0], [], []
+
+    def scraper():
+        prev = {}
+        try:
+            while not stop.is_set():
+                got = try_metrics(b.port)
+                if got is None:
+                    continue
+                types, samples = got
+                scrapes[0] += 1
+                for key, v in samples.items():
+                    if types.get(key[0]) == "counter" and key in prev and v < prev[key]:
+                        decreases.append((key, prev[key], v))
+                prev = {k: v for k, v in samples.items() if types.get(k[0]) == "counter"}
+        except BaseException as e:  # reported by the main thread
+            failures.append(e)
+
+    t = threading.Thread(target=scraper, daemon=True)
+    kills = 6  # 3 per worker: respawn delays 0, 1 s, 2 s for each
+    clients = []
+    try:
+        t.start()
+        for k in range(kills):
+            # Give every worker something to count: a session, a
+            # subscription, a frame.
+            for c, _ in connect_spread(b, "/ws?channels=" + ch, at_least=2):
+                clients.append(c)
+            wait_until(lambda: numsub(redis.port, ch) == WORKERS, 10 * SLOW,
+                       what="both workers subscribed")
+            assert publish(redis.port, ch, '{"k":%d}' % k) == WORKERS
+            wait_metric(b, "broker_frames_sent_total", lambda v: v >= len(clients))
+            kids = child_pids(b.proc.pid)
+            victim = kids[k % len(kids)]
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda: len(child_pids(b.proc.pid)) == WORKERS and
+                       victim not in child_pids(b.proc.pid), 15 * SLOW, interval=0.02,
+                       what="a replacement for worker %d" % victim)
+            wait_workers_ready(b)
+            for c in clients:
+                c.close()
+            clients = []
+            assert not failures, failures[0]
+            assert not decreases, "counters went down between scrapes: %r" % decreases[:5]
+        wait_metric(b, "broker_worker_restarts_total", kills)
+        stop.set()
+        t.join(30 * SLOW)
+        assert not t.is_alive(), "the scraper did not stop"
+        assert not failures, failures[0]
+        assert not decreases, "counters went down between scrapes: %r" % decreases[:5]
+        assert scrapes[0] >= 2 * kills, "only %d scrapes" % scrapes[0]
+    finally:
+        stop.set()
+        for c in clients:
+            c.close()
+        if t.is_alive():
+            t.join(10)
+
+
+@pytest.mark.timeout(120)
+def test_frames_sent_counts_what_was_queued_with_a_slow_consumer(redis, make_broker):
+    """One channel, two clients: one reads everything, one never reads until
+    it is closed as a slow consumer. broker_frames_sent_total (and
+    messages_delivered_total: one message per frame here) grow by exactly
+    the frames queued: all of the reader's, and of the slow one's those it
+    received plus those dropped from its queue when it was closed; neither
+    the frame that found it over max_pending_bytes nor those published while
+    it was closing count."""
+    b = make_broker(redis.port, max_pending_bytes="64k", batch_interval_ms=0)
+    ch = uniq("queued")
+    pad = "q" * 8000
+    fast = RawWS(b.port, "/ws?channels=" + ch, timeout=10 * SLOW)
+    slow = RawWS(b.port, "/ws?channels=" + ch, rcvbuf=4096, timeout=10 * SLOW)
+    try:
+        wait_until(lambda: numsub(redis.port, ch) == 1, 10 * SLOW, what="subscribed")
+        m0 = metrics(b)
+        sent0 = metric(m0, "broker_frames_sent_total")
+        msgs0 = metric(m0, "broker_messages_delivered_total")
+        slow0 = metric(m0, "broker_slow_consumer_disconnects_total")
+        dropped0 = metric(m0, "broker_messages_dropped_total", reason="slow_consumer")
+        fast_frames, n, per_round, after = 0, 0, 10, None
+
+        def one_round():
+            nonlocal n, fast_frames
+            msgs = ['"%d-%s"' % (n + i, pad) for i in range(per_round)]
+            n += per_round
+            publish_many(redis.port, [(ch, m) for m in msgs])
+            for m in msgs:
+                assert recv_batch_frame(fast) == (ch, [m])
+                fast_frames += 1
+
+        for _ in range(300):  # at most 24 MB before the slow client must be closed
+            one_round()
+            if metric(metrics(b), "broker_slow_consumer_disconnects_total") > slow0:
+                after = n
+                break
+        assert after is not None, "the client that never reads was never closed"
+        # More while it is closing (still a member of the channel until freed).
+        for _ in range(3):
+            one_round()
+        # The slow client's stream: whatever was written before its queue
+        # was dropped, then close 1008, then EOF.
+        slow_frames, close = 0, None
+        while close is None:
+            f = slow.recv_frame(20 * SLOW)
+            if f.opcode == OP_TEXT:
+                assert parse_batch(f.text)[0] == ch
+                slow_frames += 1
+            elif f.opcode == OP_CLOSE:
+                close = f
+        assert close.close_code == 1008, close
+        assert slow.wait_eof(10 * SLOW)
+        assert 0 < slow_frames < after, (slow_frames, after)
+
+        m1 = metrics(b)
+        dropped = metric(m1, "broker_messages_dropped_total", reason="slow_consumer") - dropped0
+        assert dropped > 0, "nothing was dropped from the slow client's queue"
+        queued = fast_frames + slow_frames + dropped
+        assert metric(m1, "broker_frames_sent_total") - sent0 == queued, \
+            (metric(m1, "broker_frames_sent_total") - sent0, fast_frames, slow_frames, dropped)
+        assert metric(m1, "broker_messages_delivered_total") - msgs0 == queued
+        assert fast.is_open()
+    finally:
+        fast.close()
+        slow.close()
 
 
 # -- signals ---------------------------------------------------------------------
@@ -543,6 +818,39 @@ def test_sigusr1_reopens_the_log_file_in_every_process(redis, make_broker):
     # Sanitizer reports would go to stderr, which Broker.stop() checks; the
     # log file must not hold any either.
     assert_clean_log(text(path) + old)
+
+
+@pytest.mark.timeout(90)
+def test_master_survives_a_log_write_to_a_closed_pipe(redis):
+    """stderr is a pipe whose reader went away (a supervisor, `| tee`): the
+    master's next log line fails with EPIPE instead of killing it."""
+    import helpers
+    b = helpers.Broker(redis.port, workers=WORKERS)
+    write_conf(b)
+    p = subprocess.Popen(helpers.BROKER_WRAPPER + [helpers.BROKER_BIN, "-c", b.conf_path],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL)
+    helpers.LIVE.add(p)
+    try:
+        wait_until(lambda: p.poll() is None and b.healthz()[0] == 200, 15 * SLOW,
+                   what="broker /healthz 200")
+        p.stdout.close()
+        # The reload makes the master log (to the closed pipe), then tell
+        # the workers, which then refuse this Origin.
+        origin = "Origin: http://elsewhere.example\r\n"
+        assert upgrade_status(b.port, upgrade_request(extra=origin)) == 101
+        b.cfg["allowed_origins"] = "http://here.example"
+        write_conf(b)
+        os.kill(p.pid, signal.SIGHUP)
+        wait_until(lambda: p.poll() is not None or
+                   upgrade_status(b.port, upgrade_request(extra=origin)) == 403,
+                   10 * SLOW, interval=0.1, what="the reload to reach the workers")
+        assert p.poll() is None, "the master died (status %r)" % p.returncode
+        os.kill(p.pid, signal.SIGTERM)
+        rc = p.wait(timeout=15 * SLOW)
+        assert rc == 0, "exit status %r after SIGTERM" % rc
+    finally:
+        kill_proc(p)
 
 
 # -- Redis restarts ---------------------------------------------------------------

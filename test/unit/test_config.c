@@ -6,6 +6,7 @@
 
 #include "broker/config.h"
 #include "broker/log.h"
+#include "broker/metrics.h"
 #include "t.h"
 
 static char path[64]; /* the last temp file written; kept for messages */
@@ -54,6 +55,7 @@ static int streq(const char *a, const char *b)
 static void test_defaults(void)
 {
     struct cfg c;
+    int capped;
 
     CHECK(cfg_defaults(&c) == 0);
     CHECK(streq(c.listen_host, "127.0.0.1"));
@@ -75,7 +77,7 @@ static void test_defaults(void)
     CHECK(c.max_pending_bytes == 8388608);
     CHECK(c.shutdown_timeout_s == 10);
     CHECK(c.workers == 0); /* auto */
-    CHECK(cfg_workers(&c) >= 1);
+    CHECK(cfg_workers(&c, 4, &capped) == 3 && !capped);
     CHECK(c.stats_interval_s == 15);
     CHECK(streq(c.pid_file, ""));
     CHECK(streq(c.auth_secret, ""));
@@ -95,6 +97,7 @@ static void test_defaults(void)
 static void test_every_key(void)
 {
     struct cfg c;
+    int capped;
 
     CHECK(load(&c,
                "# a comment\n"
@@ -143,7 +146,7 @@ static void test_every_key(void)
     CHECK(c.max_pending_bytes == 1024LL * 1024 * 1024);
     CHECK(c.shutdown_timeout_s == 1);
     CHECK(c.workers == 4);
-    CHECK(cfg_workers(&c) == 4);
+    CHECK(cfg_workers(&c, 1, &capped) == 4 && !capped);
     CHECK(c.stats_interval_s == 0);
     CHECK(streq(c.pid_file, "/run/broker.pid"));
     CHECK(streq(c.auth_secret, "s3cret value"));
@@ -559,15 +562,35 @@ static void test_workers(void)
 {
     struct cfg c;
     long long got;
+    char over[32];
+    int capped;
 
     CHECK(load(&c, "workers auto\n") == 0);
     CHECK(c.workers == 0);
-    CHECK(cfg_workers(&c) >= 1);
+    /* auto: the CPUs minus one, at least 1, at most the metrics slots; a
+     * machine with more CPUs than that gets the cap and says so. */
+    CHECK(cfg_workers(&c, -1, &capped) == 1 && !capped); /* count unknown */
+    CHECK(cfg_workers(&c, 1, &capped) == 1 && !capped);
+    CHECK(cfg_workers(&c, 2, &capped) == 1 && !capped);
+    CHECK(cfg_workers(&c, 3, &capped) == 2 && !capped);
+    CHECK(cfg_workers(&c, METRICS_MAX_WORKERS + 1, &capped) == METRICS_MAX_WORKERS &&
+          !capped);
+    CHECK(cfg_workers(&c, METRICS_MAX_WORKERS + 2, &capped) == METRICS_MAX_WORKERS &&
+          capped);
+    CHECK(cfg_workers(&c, 4096, &capped) == METRICS_MAX_WORKERS && capped);
+    cfg_free(&c);
+    CHECK(load(&c, "workers 7\n") == 0);
+    CHECK(cfg_workers(&c, 4096, &capped) == 7 && !capped);
     cfg_free(&c);
     CHECK(load_num("workers", "1", &got) == 0 && got == 1);
-    CHECK(load_num("workers", "256", &got) == 0 && got == 256);
+    CHECK(load_num("workers", "256", &got) == 0 && got == METRICS_MAX_WORKERS);
     CHECK(num_refused("workers", "0"));
-    CHECK(num_refused("workers", "257"));
+    /* An explicit number over the cap is an error naming FILE:LINE. */
+    snprintf(over, sizeof(over), "%d", METRICS_MAX_WORKERS + 1);
+    CHECK(num_refused("workers", over));
+    CHECK(load(&c, "# many\nworkers 1000\n") == -1);
+    CHECK(err_names(2, "workers"));
+    CHECK(strstr(err, "1 to 256") != NULL);
     CHECK(num_refused("workers", "-1"));
     CHECK(num_refused("workers", "Auto"));
     CHECK(num_refused("workers", "autox"));
@@ -589,6 +612,32 @@ static void temp_file(char *name, size_t len, const char *text)
         abort();
     }
     close(fd);
+}
+
+static void test_static_dir(void)
+{
+    struct cfg c;
+    char dir[64], file[64], text[128];
+
+    CHECK(load(&c, "static_dir\n") == 0);
+    CHECK(streq(c.static_dir, ""));
+    cfg_free(&c);
+    snprintf(dir, sizeof(dir), "/tmp/test_config_dir_XXXXXX");
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(text, sizeof(text), "static_dir %s\n", dir);
+    CHECK(load(&c, text) == 0);
+    CHECK(streq(c.static_dir, dir));
+    cfg_free(&c);
+    CHECK(rmdir(dir) == 0);
+    /* Gone now: a directory that cannot be opened is an error at its line. */
+    CHECK(load(&c, text) == -1);
+    CHECK(err_names(1, "static_dir"));
+    CHECK(strstr(err, "cannot open the directory") != NULL);
+    temp_file(file, sizeof(file), "not a directory");
+    snprintf(text, sizeof(text), "# x\nstatic_dir %s\n", file);
+    CHECK(load(&c, text) == -1);
+    CHECK(err_names(2, "static_dir"));
+    unlink(file);
 }
 
 static void test_auth_secret(void)
@@ -855,6 +904,7 @@ int main(void)
     test_listen();
     test_ws_path_log();
     test_workers();
+    test_static_dir();
     test_auth_secret();
     test_apply_reload();
     test_diff_restart();
