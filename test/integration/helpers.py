@@ -1005,3 +1005,157 @@ def fetch_metrics(port, timeout=10.0):
 def metric(samples, name, **labels):
     """One sample's value from fetch_metrics()[1]; None when absent."""
     return samples.get((name, frozenset((k, str(v)) for k, v in labels.items())))
+
+
+# ---------------------------------------------------------------------------
+# Soak: numbered messages held for tens of seconds (test_redis.py,
+# test_cluster.py, test_sentinel.py). Bugs of periodic behaviour (liveness
+# pings, deadlines, backoff) show after tens of seconds of steady state, not
+# in the first one.
+
+def metric_sum(port, name, **labels):
+    """The sum of every sample of family `name` (matching labels) in /metrics."""
+    _, samples = fetch_metrics(port)
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
+
+
+class Soak:
+    """Clients subscribed to `channels`; a publisher thread sends numbered
+    messages {"seq":N} per channel in bursts (on_s seconds at `rate` msgs/s
+    in all, then off_s seconds of silence, so that Redis links sit idle
+    long enough to need their liveness pings), for `duration` seconds.
+    publish(channel, payload) publishes one message (a callable of the
+    test's, which may follow a failover). pause() and resume() hold the
+    publisher (at the end of a burst) for a fault injected meanwhile."""
+
+    def __init__(self, port, channels, publish, nclients=4, duration=30.0, rate=100.0,
+                 on_s=3.0, off_s=7.0):
+        import threading
+        self.port = port
+        self.channels = list(channels)
+        self.publish = publish
+        self.nclients = nclients
+        self.duration = duration
+        self.rate = rate
+        self.on_s, self.off_s = on_s, off_s
+        self.sent = {ch: 0 for ch in self.channels}
+        self.errors = []
+        self.hold = threading.Event()
+        self.held = threading.Event()
+        self.stopped = threading.Event()
+        self._thread = threading.Thread(target=self._publisher, daemon=True)
+
+    def pause(self, timeout=30.0):
+        self.hold.set()
+        assert self.held.wait(timeout), "publisher did not pause"
+
+    def resume(self):
+        self.held.clear()
+        self.hold.clear()
+
+    def _publisher(self):
+        t0 = time.monotonic()
+        i = 0
+        try:
+            while time.monotonic() - t0 < self.duration:
+                if self.hold.is_set():
+                    self.held.set()
+                    while self.hold.is_set():
+                        time.sleep(0.02)
+                phase = (time.monotonic() - t0) % (self.on_s + self.off_s)
+                if phase >= self.on_s:
+                    time.sleep(0.05)
+                    continue
+                ch = self.channels[i % len(self.channels)]
+                i += 1
+                n = self.sent[ch]
+                self.publish(ch, '{"seq":%d}' % n)
+                self.sent[ch] = n + 1
+                time.sleep(1.0 / self.rate)
+        except Exception as e:  # reported by run()
+            self.errors.append(repr(e))
+        finally:
+            self.stopped.set()
+
+    async def _client(self, k, got):
+        ws = await ws_connect(self.port)
+        try:
+            for j, ch in enumerate(self.channels):
+                await subscribe(ws, ch, rid=j)
+            got[k] = {ch: [] for ch in self.channels}
+            self.ready.append(k)
+            while True:
+                try:
+                    text = await asyncio.wait_for(ws.recv(), 1.0)
+                except asyncio.TimeoutError:
+                    if self.done:
+                        return
+                    continue
+                ch, msgs = parse_batch(text)
+                got[k][ch].extend(json.loads(m)["seq"] for m in msgs)
+        finally:
+            await ws.close()
+
+    def run(self, during=None):
+        """Runs the soak; during(soak), if given, runs in a thread meanwhile
+        (faults). Returns {client: {channel: [seq, ...]}}."""
+        import threading
+        got, self.ready, self.done = {}, [], False
+
+        async def body():
+            tasks = [asyncio.ensure_future(self._client(k, got)) for k in range(self.nclients)]
+            deadline = time.monotonic() + 20 * SLOW
+            while len(self.ready) < self.nclients:
+                for t in tasks:
+                    if t.done():
+                        t.result()
+                assert time.monotonic() < deadline, "soak clients not subscribed"
+                await asyncio.sleep(0.05)
+            self._thread.start()
+            fault = None
+            if during is not None:
+                fault = threading.Thread(target=self._fault, args=(during,), daemon=True)
+                fault.start()
+            while not self.stopped.is_set():
+                await asyncio.sleep(0.2)
+            # Everything sent must arrive: wait for it (batches, the network).
+            deadline = time.monotonic() + 15 * SLOW
+            while time.monotonic() < deadline:
+                if all(len(got[k][ch]) >= self.sent[ch] for k in got for ch in self.channels):
+                    break
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(0.5)
+            self.done = True
+            await asyncio.gather(*tasks)
+            if fault is not None:
+                fault.join(30)
+        self.fault_error = None
+        run(body(), timeout=self.duration + 120 * SLOW)
+        assert not self.errors, "publisher failed: %s" % self.errors
+        assert self.fault_error is None, "fault injection failed: %s" % self.fault_error
+        return got
+
+    def _fault(self, during):
+        try:
+            during(self)
+        except Exception as e:
+            self.fault_error = repr(e)
+            self.resume()
+
+    def check_exact(self, got):
+        """Every message once, in order, on every client."""
+        total = sum(self.sent.values())
+        assert total >= 100, "the soak published only %d messages" % total
+        for k, per in got.items():
+            for ch in self.channels:
+                want = list(range(self.sent[ch]))
+                if per[ch] != want:
+                    missing = sorted(set(want) - set(per[ch]))
+                    dups = len(per[ch]) - len(set(per[ch]))
+                    raise AssertionError(
+                        "client %d channel %s: %d of %d messages, %d missing (first %r), "
+                        "%d duplicates, in order: %s"
+                        % (k, ch, len(per[ch]), len(want), len(missing), missing[:5], dups,
+                           per[ch] == sorted(per[ch])))
+        return total
