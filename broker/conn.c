@@ -262,6 +262,12 @@ struct conn *conn_new(struct conn_set *s, int fd, const struct conn_ops *ops, vo
     return c;
 }
 
+void conn_set_owner(struct conn *c, const struct conn_ops *ops, void *owner)
+{
+    c->ops = ops;
+    c->owner = owner;
+}
+
 ssize_t conn_read(struct conn *c, void *buf, size_t len)
 {
     ssize_t n;

@@ -92,6 +92,12 @@ void conn_set_foreach(struct conn_set *s, void (*fn)(struct conn *c, void *arg),
  * NULL and closes fd on failure. */
 struct conn *conn_new(struct conn_set *s, int fd, const struct conn_ops *ops, void *owner);
 
+/* Hands c to a new owner: from now on ops and owner receive its callbacks
+ * (on_free included). The old owner keeps what it holds and releases it
+ * itself once the handover has succeeded; until this is called, a failure
+ * (conn_kill) frees through the old owner, which is still whole. */
+void conn_set_owner(struct conn *c, const struct conn_ops *ops, void *owner);
+
 /* Reads up to len bytes. Returns the count (> 0), 0 when nothing is
  * available now, or -1 when the peer closed or the socket failed; the
  * connection is then killed. */

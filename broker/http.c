@@ -84,12 +84,15 @@ void http_accept(struct conn_set *set, int fd)
     on_read(c);
 }
 
-static void on_free(struct conn *c)
+static void on_free_state(struct http_conn *h)
 {
-    struct http_conn *h = c->owner;
-
     proto_buf_free(&h->head);
     free(h);
+}
+
+static void on_free(struct conn *c)
+{
+    on_free_state(c->owner);
 }
 
 static void on_tick(struct conn *c, uint64_t now)
@@ -256,6 +259,7 @@ static int authenticate(struct conn *c, const struct proto_http_req *r,
 static void upgrade(struct conn *c, const struct proto_http_req *r, const char *rest,
                     size_t rest_len)
 {
+    struct http_conn *h = c->owner;
     struct proto_json_span key = proto_http_header(r, "Sec-WebSocket-Key");
     struct proto_json_span ver = proto_http_header(r, "Sec-WebSocket-Version");
     struct proto_buf channels = {0};
@@ -317,16 +321,13 @@ static void upgrade(struct conn *c, const struct proto_http_req *r, const char *
         conn_kill(c);
         return;
     }
-    /* The session takes over the connection; the request state goes now,
-     * outside the on_free path, since the owner changes. */
-    {
-        struct http_conn *h = c->owner;
-        struct proto_buf head = h->head;
-        h->head.data = NULL;
-        on_free(c);
-        sess_start(c, channels.len ? channels.data : NULL, channels.len, rest, rest_len, grant);
+    /* The session takes the connection over (conn_set_owner); the request
+     * state, which rest points into, goes only once it has: a failed start
+     * kills the connection while it still belongs to us. */
+    if (sess_start(c, channels.len ? channels.data : NULL, channels.len, rest, rest_len,
+                   grant) == 0) {
+        on_free_state(h);
         conn_flush(c);
-        proto_buf_free(&head);
     }
     proto_buf_free(&channels);
 }

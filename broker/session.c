@@ -652,8 +652,7 @@ int sess_start(struct conn *c, const char *channels, size_t channels_len,
     s->grant = grant;
     s->last_rx_ms = s->refill_ms = conn_now_ms();
     s->tokens = 2.0 * (double)env->cfg->max_control_per_s;
-    c->owner = s;
-    c->ops = &sess_ops;
+    conn_set_owner(c, &sess_ops, s);
     stats->connections++;
     stats->sessions_total++;
     /* ?channels= subscriptions get no ack; refusals get the error frame a
@@ -666,8 +665,8 @@ int sess_start(struct conn *c, const char *channels, size_t channels_len,
             if (proto_error_encode(&reply_buf, e, why, no_rid) == 0)
                 send_text_now(s);
         } else if (reg_subscribe(env->reg, &s->client, p, n, NULL) < 0) {
-            conn_kill(c);
-            return -1;
+            conn_kill(c); /* ours now: freed through the session */
+            return 0;
         }
         p += n + 1;
     }

@@ -58,7 +58,10 @@ void sess_ack(void *arg, struct reg_client *cl, const char *name, size_t len, co
  * (a channel the grant does not allow gets an error frame `forbidden`).
  * rest[0..rest_len) are bytes that followed the HTTP request head. grant is
  * what the client's token allows (NULL when auth is off); the session takes
- * it. Returns 0, or -1 on ENOMEM (the connection is then killed). */
+ * it. Returns 0 once the session owns the connection (conn_set_owner; it
+ * may have closed it already); -1 on ENOMEM before that, with the
+ * connection killed and still the caller's, to be freed through the
+ * caller's ops. */
 int sess_start(struct conn *c, const char *channels, size_t channels_len,
                const char *rest, size_t rest_len, struct auth_grant *grant);
 
