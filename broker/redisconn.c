@@ -30,6 +30,10 @@
 #define OVERLOAD_BYTES (1024 * 1024) /* received in the last second or two */
 #define REPEAT_LOG_MS 60000
 #define SUB_CHUNK 256
+/* Replies with more elements than this are refused (the connection is
+ * dropped): hiredis 0.14 would allocate whatever a header announces, and no
+ * answer the broker asks for comes near it (CLUSTER SLOTS, XRANGE). */
+#define MAX_ELEMENTS (1 << 20)
 
 enum rcmd_kind { RCMD_PLAIN = 0, RCMD_PING, RCMD_SUB };
 enum rcmd_role { ROLE_USER = 0, ROLE_HANDSHAKE, ROLE_LIVENESS };
@@ -130,6 +134,35 @@ enum stats_redis_loss rconn_error_kind(const char *err, size_t len)
         starts_with(err, len, "ERR AUTH"))
         return STATS_LOSS_AUTH;
     return STATS_LOSS_ERROR;
+}
+
+/* hiredis's reply constructors, with arrays bounded. */
+static redisReplyObjectFunctions bounded_fn;
+static void *(*default_array)(const redisReadTask *, int);
+static int refused_elements;
+
+static void *bounded_array(const redisReadTask *t, int n)
+{
+    if (n > MAX_ELEMENTS) {
+        refused_elements = n;
+        return NULL; /* the reader reports an error: the connection goes */
+    }
+    return default_array(t, n);
+}
+
+static redisReader *reader_new(void)
+{
+    redisReader *r = redisReaderCreate();
+
+    if (r == NULL)
+        return NULL;
+    if (default_array == NULL) {
+        bounded_fn = *r->fn;
+        default_array = bounded_fn.createArray;
+        bounded_fn.createArray = bounded_array;
+    }
+    r->fn = &bounded_fn;
+    return r;
 }
 
 static uint32_t rnd32(void)
@@ -551,8 +584,13 @@ static void read_cb(struct bufferevent *bev, void *arg)
         }
         while (!c->closing) {
             if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
-                note(c, LOG_ERROR, "protocol error in a reply: %s; reconnecting",
-                     c->reader->errstr);
+                if (refused_elements > 0)
+                    note(c, LOG_ERROR, "a reply of %d elements (over %d); reconnecting",
+                         refused_elements, MAX_ELEMENTS);
+                else
+                    note(c, LOG_ERROR, "protocol error in a reply: %s; reconnecting",
+                         c->reader->errstr);
+                refused_elements = 0;
                 close_soon(c, CLOSE_LOSS, STATS_LOSS_ERROR);
                 return;
             }
@@ -670,7 +708,7 @@ static void do_connect(struct rconn *c)
     c->connect_ms = mono_ms();
     c->rx_cur = c->rx_prev = 0;
     c->rx_win_ms = c->connect_ms;
-    if ((c->reader = redisReaderCreate()) == NULL) {
+    if ((c->reader = reader_new()) == NULL) {
         connect_failed_now(c, "out of memory");
         return;
     }

@@ -31,7 +31,7 @@ static void nop(void *arg, const char *name, size_t len)
 
 static void setup(void)
 {
-    struct reg_hooks h = {nop, nop, sess_deliver, NULL};
+    struct reg_hooks h = {nop, nop, sess_deliver, sess_ack, NULL};
     struct frame_builder *fb;
 
     if (cfg_defaults(&cfg) != 0 || (base = event_base_new()) == NULL ||
@@ -42,7 +42,9 @@ static void setup(void)
     env.reg = reg;
     env.fb = fb;
     env.cfg = &cfg;
-    sess_init(&env);
+    env.base = base;
+    if (sess_init(&env) != 0)
+        abort();
 }
 
 static void noread(struct conn *c)
