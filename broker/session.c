@@ -267,15 +267,47 @@ static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
 static const struct wslay_event_callbacks ws_callbacks = {
     recv_cb, send_cb, genmask_cb, frame_start_cb, NULL, frame_end_cb, msg_cb};
 
-static void flush_wsout(struct sess *s)
+/* A client too far behind: what is queued will not be wanted any more.
+ * Data or answers to its own frames, it is dropped the same way: counted,
+ * its queue dropped, closed with 1008 after the frame already going out. */
+static void slow_consumer(struct sess *s, int replies)
 {
-    if (wsout.len == 0)
-        return;
-    if (conn_send_copy(s->conn, wsout.data, wsout.len) != 0 && errno == ENOBUFS)
-        conn_kill(s->conn); /* cannot even queue a reply */
+    struct conn *c = s->conn;
+
+    stats->slow_consumer_disconnects_total++;
+    if (replies)
+        log_info("fd %d: slow consumer (over %d bytes of unread control replies), closing",
+                 c->fd, CONN_MAX_CTRL_BYTES);
     else
+        log_info("fd %d: slow consumer (over %lld pending bytes), closing", c->fd,
+                 env->cfg->max_pending_bytes);
+    stats->dropped_total[DROP_SLOW_CONSUMER] += conn_drop_queued(c);
+    sess_close(c, PROTO_CLOSE_POLICY, "slow consumer");
+}
+
+/* Queues what wslay sent during one call (pongs, acks, errors, a close) as
+ * one control reply and writes it at once. Returns 0, or -1 when the
+ * connection is no longer open (a client with CONN_MAX_CTRL_BYTES of
+ * replies unread is closed as a slow consumer; s->ws is then gone). Never
+ * called inside wslay. */
+static int flush_wsout(struct sess *s)
+{
+    int r = 0;
+
+    if (wsout.len == 0)
+        return 0;
+    if (conn_send_ctrl(s->conn, wsout.data, wsout.len) == 0) {
         conn_flush(s->conn);
+    } else if (errno == ENOBUFS) {
+        slow_consumer(s, wsout.len > CONN_MAX_CTRL_BYTES - s->conn->ctrl_bytes);
+        r = -1;
+    } else {
+        if (errno == ENOMEM)
+            conn_kill(s->conn); /* cannot even queue a reply */
+        r = -1;
+    }
     proto_buf_reset(&wsout);
+    return r;
 }
 
 static void ws_free(struct sess *s)
@@ -348,7 +380,8 @@ static void feed(struct sess *s, const char *p, size_t n)
         conn_kill(s->conn);
         return;
     }
-    flush_wsout(s);
+    if (flush_wsout(s) != 0)
+        return;
     if (s->close_code != 0) {
         /* Decided while wslay was reading (rate limit): the answers earned
          * before it went out just above, the close goes after them. */
@@ -450,12 +483,7 @@ void sess_deliver(void *arg, struct reg_client *cl, struct frame *f)
     (void)arg;
     if (conn_send(c, f) == 0 || errno != ENOBUFS || c->state != CONN_OPEN)
         return;
-    /* Too far behind: what is queued will not be wanted any more. */
-    stats->slow_consumer_disconnects_total++;
-    log_info("fd %d: slow consumer (over %lld pending bytes), closing", c->fd,
-             env->cfg->max_pending_bytes);
-    stats->dropped_total[DROP_SLOW_CONSUMER] += conn_drop_queued(c);
-    sess_close(c, PROTO_CLOSE_POLICY, "slow consumer");
+    slow_consumer(s, 0);
 }
 
 /* Sends one text message outside of a feed (the error answers to
@@ -465,8 +493,8 @@ static void send_text_now(struct sess *s)
     if (s->ws == NULL && ws_new(s) != 0)
         return;
     send_reply(s);
-    if (wslay_event_send(s->ws) == 0)
-        flush_wsout(s);
+    if (wslay_event_send(s->ws) == 0 && flush_wsout(s) != 0)
+        return;
     proto_buf_reset(&wsout);
     if (s->fed == s->consumed && !s->mid_message)
         ws_free(s);
