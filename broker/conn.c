@@ -307,8 +307,10 @@ int conn_send(struct conn *c, struct frame *f)
 {
     size_t n = frame_size(f);
 
-    if (c->state != CONN_OPEN)
+    if (c->state != CONN_OPEN) {
+        errno = EPIPE;
         return -1;
+    }
     /* The entry count is bounded too, so that a flood of tiny frames cannot
      * grow the ring past what max_pending allows in bytes: an entry costs
      * about CONN_ENTRY_COST of queue and frame bookkeeping. */
@@ -333,20 +335,40 @@ int conn_send(struct conn *c, struct frame *f)
     return 0;
 }
 
-int conn_send_copy(struct conn *c, const void *p, size_t n)
+/* A private copy of p[0..n), queued; ctrl marks a control reply. */
+static int send_private(struct conn *c, const void *p, size_t n, uint8_t ctrl)
 {
     struct frame *f;
     int r;
 
-    if (c->state != CONN_OPEN)
+    if (c->state != CONN_OPEN) {
+        errno = EPIPE;
         return -1;
+    }
     if ((f = frame_copy(p, n)) == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    f->ctrl = ctrl;
+    r = conn_send(c, f);
+    if (r == 0 && ctrl)
+        c->ctrl_bytes += n;
+    frame_unref(f);
+    return r;
+}
+
+int conn_send_copy(struct conn *c, const void *p, size_t n)
+{
+    return send_private(c, p, n, 0);
+}
+
+int conn_send_ctrl(struct conn *c, const void *p, size_t n)
+{
+    if (c->state == CONN_OPEN && n > CONN_MAX_CTRL_BYTES - c->ctrl_bytes) {
         errno = ENOBUFS;
         return -1;
     }
-    r = conn_send(c, f);
-    frame_unref(f);
-    return r;
+    return send_private(c, p, n, 1);
 }
 
 uint64_t conn_drop_queued(struct conn *c)
@@ -358,6 +380,8 @@ uint64_t conn_drop_queued(struct conn *c)
         struct frame *f = c->q[(c->qhead + c->qlen - 1) & (c->qcap - 1)];
         msgs += f->msgs;
         c->out_bytes -= frame_size(f);
+        if (f->ctrl)
+            c->ctrl_bytes -= frame_size(f);
         frame_unref(f);
         c->qlen--;
     }
@@ -418,6 +442,8 @@ static void conn_write(struct conn *c)
                 break;
             }
             w -= (ssize_t)iov[i].iov_len;
+            if (c->q[c->qhead]->ctrl)
+                c->ctrl_bytes -= frame_size(c->q[c->qhead]);
             frame_unref(c->q[c->qhead]);
             c->qhead = (c->qhead + 1) & (c->qcap - 1);
             c->qlen--;

@@ -33,6 +33,15 @@ struct conn_set;
  * time: a batch frame between a flush and the write pass). */
 #define CONN_INLINE_Q 2
 
+/* Bytes of control replies (conn_send_ctrl: pongs, acks, errors, the
+ * answers to a client's own frames) a connection may have queued, far below
+ * max_pending_bytes. Each reply is a private copy, never shared like a
+ * batch frame, and a client that sends pings or requests without reading
+ * the answers decides alone how many there are: at 8 MiB of them per
+ * connection, 40 such clients pinned 179 MB. A client that reads holds
+ * none of these for longer than a write. */
+#define CONN_MAX_CTRL_BYTES (64 * 1024)
+
 struct conn_ops {
     /* The socket is readable; read with conn_read(). Called only while the
      * connection is open. */
@@ -68,6 +77,7 @@ struct conn {
     struct frame *qi[CONN_INLINE_Q]; /* the ring while it fits: no allocation */
     const struct conn_ops *ops;
     void *owner;
+    size_t ctrl_bytes;        /* of out_bytes, those of queued control replies */
     struct conn *prev, *next; /* every connection of the set */
     uint64_t deadline_ms;     /* DRAINING/LINGER: kill after this */
     struct event rev;
@@ -104,11 +114,17 @@ void conn_set_owner(struct conn *c, const struct conn_ops *ops, void *owner);
 ssize_t conn_read(struct conn *c, void *buf, size_t len);
 
 /* Queues f, taking a reference of its own. Returns 0; or -1 when the
- * connection is not open (nothing queued) or when the queue would exceed
- * max_pending_bytes (errno ENOBUFS; nothing queued; the caller decides). */
+ * connection is not open (errno EPIPE; nothing queued) or when the queue
+ * would exceed max_pending_bytes (errno ENOBUFS; nothing queued; the caller
+ * decides). */
 int conn_send(struct conn *c, struct frame *f);
-/* Queues a private copy of p[0..n). Same returns as conn_send. */
+/* Queues a private copy of p[0..n) (an HTTP response). Same returns as
+ * conn_send, and errno ENOMEM when the copy cannot be made. */
 int conn_send_copy(struct conn *c, const void *p, size_t n);
+/* The same for a control reply: also -1 with errno ENOBUFS (nothing
+ * queued) when the connection's queued control replies would exceed
+ * CONN_MAX_CTRL_BYTES. */
+int conn_send_ctrl(struct conn *c, const void *p, size_t n);
 
 /* Writes what is queued now instead of at the end of the iteration: for
  * answers to one client (an HTTP response, the 101, an ack), where the
@@ -117,8 +133,8 @@ int conn_send_copy(struct conn *c, const void *p, size_t n);
 void conn_flush(struct conn *c);
 
 /* Drops queued frames that have not started to go out (a frame partly
- * written is kept, so the stream stays well formed). Returns the number of
- * batched messages those frames carried. */
+ * written is kept, so the stream stays well formed), control replies
+ * included. Returns the number of batched messages those frames carried. */
 uint64_t conn_drop_queued(struct conn *c);
 
 /* Graceful close: write what is queued, shut down writes, linger. Once

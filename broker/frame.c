@@ -19,6 +19,7 @@ struct frame *frame_copy(const void *p, size_t n)
     f->refs = 1;
     f->off = 0;
     f->msgs = 0;
+    f->ctrl = 0;
     f->len = n;
     return f;
 }
@@ -110,6 +111,7 @@ struct frame *frame_build(struct frame_builder *fb, uint8_t opcode,
     f->refs = 1;
     f->off = 0;
     f->msgs = 0;
+    f->ctrl = 0;
     f->len = payload->len;
     f->data = payload->data;
     payload->data = NULL;

@@ -26,6 +26,8 @@ struct frame {
     uint32_t refs;
     uint32_t off;  /* the frame is data[off..len) */
     uint32_t msgs; /* messages a batch frame carries (0 for others) */
+    uint8_t ctrl;  /* a control reply, counted in its connection's ctrl_bytes
+                      (conn_send_ctrl); 0 for every other frame */
     size_t len;
     char *data;
 };

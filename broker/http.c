@@ -256,10 +256,36 @@ static int authenticate(struct conn *c, const struct proto_http_req *r,
     return -1;
 }
 
+/* Answers 400 and returns 1 when a field that may appear once only does
+ * not: which of two values the broker would read need not be the one a
+ * proxy in front of it checked. names ends with NULL. List fields
+ * (Connection, Upgrade) may repeat and are read whole instead. */
+static int refuse_repeated(struct conn *c, const struct proto_http_req *r,
+                           const char *const *names)
+{
+    char body[96];
+    int n;
+
+    for (; *names != NULL; names++) {
+        if (proto_http_header_count(r, *names) <= 1)
+            continue;
+        n = snprintf(body, sizeof(body), "repeated %s header\n", *names);
+        reject(c, ERR_HTTP_400, 400, "Bad Request", NULL,
+               n > 0 && (size_t)n < sizeof(body) ? body : "repeated header\n");
+        return 1;
+    }
+    return 0;
+}
+
 static void upgrade(struct conn *c, const struct proto_http_req *r, const char *rest,
                     size_t rest_len)
 {
     struct http_conn *h = c->owner;
+    /* RFC 6455 11.3.1 and 11.3.5 (the key and the version), RFC 6454 7.3
+     * (Origin, which allowed_origins checks), and Authorization, which
+     * carries the token and is no list. */
+    static const char *const single[] = {"Sec-WebSocket-Key", "Sec-WebSocket-Version", "Origin",
+                                         "Authorization", NULL};
     struct proto_json_span key = proto_http_header(r, "Sec-WebSocket-Key");
     struct proto_json_span ver = proto_http_header(r, "Sec-WebSocket-Version");
     struct proto_buf channels = {0};
@@ -272,8 +298,10 @@ static void upgrade(struct conn *c, const struct proto_http_req *r, const char *
                "the WebSocket endpoint takes GET only\n");
         return;
     }
-    if (!proto_http_has_token(proto_http_header(r, "Upgrade"), "websocket") ||
-        !proto_http_has_token(proto_http_header(r, "Connection"), "upgrade")) {
+    if (refuse_repeated(c, r, single))
+        return;
+    if (!proto_http_header_has_token(r, "Upgrade", "websocket") ||
+        !proto_http_header_has_token(r, "Connection", "upgrade")) {
         reject(c, ERR_HTTP_426, 426, "Upgrade Required",
                "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
                "this endpoint speaks WebSocket only\n");
@@ -358,6 +386,11 @@ static int serve_static(struct conn *c, const struct proto_http_req *r)
 static void route(struct conn *c, const struct proto_http_req *r, const char *rest,
                   size_t rest_len)
 {
+    /* RFC 9112 3.2: more than one Host is a 400, whatever the path. */
+    static const char *const host[] = {"Host", NULL};
+
+    if (refuse_repeated(c, r, host))
+        return;
     if (path_is(r, env->cfg->ws_path)) {
         upgrade(c, r, rest, rest_len);
         return;

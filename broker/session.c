@@ -29,9 +29,14 @@ struct sess {
     uint64_t ping_sent_ms;      /* 0 when no ping is outstanding */
     uint8_t mid_message;        /* a fragmented message is open */
     uint8_t in_feed;            /* inside wslay: ws must not be freed */
+    uint8_t rx_close;           /* the frame being received is a close */
+    uint8_t close_ours;         /* a close we queued inside wslay, not its echo */
+    uint8_t rx_close_len;       /* the close's payload length (at most 125) */
+    uint8_t rx_close_got;       /* of which bytes seen */
     uint16_t close_code;        /* a close decided inside wslay, sent after */
     const char *close_reason;   /* static */
     uint32_t strikes;           /* control messages refused in a row (rate) */
+    uint8_t rx_close_code[2];   /* the close's first two payload bytes */
     double tokens;              /* control-message rate bucket */
     uint64_t refill_ms;
     struct auth_grant *grant;   /* owned; NULL when auth is off */
@@ -64,6 +69,13 @@ static struct event *resume_ev;
 static struct proto_buf reply_buf;   /* an ack or error being encoded */
 static struct proto_buf wsout;       /* bytes wslay sends during one call */
 static struct proto_buf channel_buf; /* the decoded channel of a request */
+/* The reason of a close frame being received, for an echo that wslay does
+ * not make (frame_end_cb). A close frame may arrive over several reads, so
+ * it belongs to the session whose close started last; one that loses it to
+ * another meanwhile echoes its code alone (a reason is optional). No
+ * session pays for it while idle. */
+static uint8_t rx_reason[123];
+static const struct sess *rx_reason_owner;
 
 static void on_read(struct conn *c);
 static void on_tick(struct conn *c, uint64_t now);
@@ -144,14 +156,80 @@ static void frame_start_cb(wslay_event_context_ptr ctx,
     if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME ||
         arg->opcode == WSLAY_CONTINUATION_FRAME)
         s->mid_message = !arg->fin;
+    /* A close frame's payload is noted for frame_end_cb (wslay has refused
+     * control frames over 125 bytes already). */
+    s->rx_close = arg->opcode == WSLAY_CONNECTION_CLOSE;
+    if (s->rx_close) {
+        s->rx_close_len = (uint8_t)n;
+        s->rx_close_got = 0;
+        if (n > 2)
+            rx_reason_owner = s;
+    }
+}
+
+static void frame_chunk_cb(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_chunk_arg *arg, void *user)
+{
+    struct sess *s = user;
+    size_t i;
+
+    (void)ctx;
+    if (!s->rx_close)
+        return;
+    for (i = 0; i < arg->data_length && s->rx_close_got < s->rx_close_len; i++) {
+        uint8_t at = s->rx_close_got++;
+        if (at < 2)
+            s->rx_close_code[at] = arg->data[i];
+        else if (rx_reason_owner == s)
+            rx_reason[at - 2] = arg->data[i];
+    }
+}
+
+/* Queues close `code` inside wslay, ahead of the close wslay is about to
+ * queue itself: wslay queues one close only, and ignores the refusal of a
+ * second (WSLAY_ERR_NO_MORE_MSG). */
+static void queue_close_first(struct sess *s, wslay_event_context_ptr ctx, uint16_t code,
+                              const uint8_t *reason, size_t reason_len)
+{
+    int r = wslay_event_queue_close(ctx, code, reason, reason_len);
+
+    if (r != 0) {
+        log_debug("fd %d: close %u not queued (wslay error %d)", s->conn->fd, code, r);
+        return;
+    }
+    s->close_ours = 1;
 }
 
 static void frame_end_cb(wslay_event_context_ptr ctx, void *user)
 {
     struct sess *s = user;
+    size_t reason_len = 0;
+    uint16_t code;
 
-    (void)ctx;
     s->consumed += s->frame_len;
+    if (!s->rx_close)
+        return;
+    s->rx_close = 0;
+    if (rx_reason_owner == s) {
+        reason_len = (size_t)s->rx_close_len - 2;
+        rx_reason_owner = NULL;
+    }
+    /* Here the whole payload has arrived and its reason is valid UTF-8;
+     * wslay is about to check the code and answer. */
+    if (s->rx_close_len == 1) {
+        /* RFC 6455 5.5.1: the body starts with a 2-byte code, so one byte
+         * is a protocol error; wslay would answer with an empty close. */
+        queue_close_first(s, ctx, PROTO_CLOSE_PROTOCOL_ERROR, NULL, 0);
+        return;
+    }
+    if (s->rx_close_len < 2)
+        return;
+    code = (uint16_t)(s->rx_close_code[0] << 8 | s->rx_close_code[1]);
+    /* 1012-1014 (service restart, try again later, bad gateway) are
+     * registered with IANA after RFC 6455; wslay 1.1.1 knows only
+     * 1000-1011 and would answer 1002. Echoed like any valid code. */
+    if (code >= 1012 && code <= 1014)
+        queue_close_first(s, ctx, code, rx_reason, reason_len);
 }
 
 static void send_reply(struct sess *s)
@@ -341,17 +419,49 @@ static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
 }
 
 static const struct wslay_event_callbacks ws_callbacks = {
-    recv_cb, send_cb, genmask_cb, frame_start_cb, NULL, frame_end_cb, msg_cb};
+    recv_cb, send_cb, genmask_cb, frame_start_cb, frame_chunk_cb, frame_end_cb, msg_cb};
 
-static void flush_wsout(struct sess *s)
+/* A client too far behind: what is queued will not be wanted any more.
+ * Data or answers to its own frames, it is dropped the same way: counted,
+ * its queue dropped, closed with 1008 after the frame already going out. */
+static void slow_consumer(struct sess *s, int replies)
 {
-    if (wsout.len == 0)
-        return;
-    if (conn_send_copy(s->conn, wsout.data, wsout.len) != 0 && errno == ENOBUFS)
-        conn_kill(s->conn); /* cannot even queue a reply */
+    struct conn *c = s->conn;
+
+    stats->slow_consumer_disconnects_total++;
+    if (replies)
+        log_info("fd %d: slow consumer (over %d bytes of unread control replies), closing",
+                 c->fd, CONN_MAX_CTRL_BYTES);
     else
+        log_info("fd %d: slow consumer (over %lld pending bytes), closing", c->fd,
+                 env->cfg->max_pending_bytes);
+    stats->dropped_total[DROP_SLOW_CONSUMER] += conn_drop_queued(c);
+    sess_close(c, PROTO_CLOSE_POLICY, "slow consumer");
+}
+
+/* Queues what wslay sent during one call (pongs, acks, errors, a close) as
+ * one control reply and writes it at once. Returns 0, or -1 when the
+ * connection is no longer open (a client with CONN_MAX_CTRL_BYTES of
+ * replies unread is closed as a slow consumer; s->ws is then gone). Never
+ * called inside wslay. */
+static int flush_wsout(struct sess *s)
+{
+    int r = 0;
+
+    if (wsout.len == 0)
+        return 0;
+    if (conn_send_ctrl(s->conn, wsout.data, wsout.len) == 0) {
         conn_flush(s->conn);
+    } else if (errno == ENOBUFS) {
+        slow_consumer(s, wsout.len > CONN_MAX_CTRL_BYTES - s->conn->ctrl_bytes);
+        r = -1;
+    } else {
+        if (errno == ENOMEM)
+            conn_kill(s->conn); /* cannot even queue a reply */
+        r = -1;
+    }
     proto_buf_reset(&wsout);
+    return r;
 }
 
 static void ws_free(struct sess *s)
@@ -362,6 +472,10 @@ static void ws_free(struct sess *s)
     s->ws = NULL;
     s->fed = s->consumed = 0;
     s->mid_message = 0;
+    s->rx_close = 0;
+    s->close_ours = 0;
+    if (rx_reason_owner == s)
+        rx_reason_owner = NULL;
 }
 
 static int ws_new(struct sess *s)
@@ -376,7 +490,8 @@ static int ws_new(struct sess *s)
     return 0;
 }
 
-/* The close wslay sent tells what went wrong, for the counters. */
+/* The close sent tells what went wrong, for the counters (unless it echoes
+ * a valid close of the peer's, which is no error). */
 static void count_close(uint16_t code)
 {
     switch (code) {
@@ -415,7 +530,8 @@ static void after_wslay(struct sess *s, int r)
         conn_kill(s->conn);
         return;
     }
-    flush_wsout(s);
+    if (flush_wsout(s) != 0)
+        return;
     if (s->close_code != 0) {
         /* Decided while wslay was reading (rate limit): the answers earned
          * before it went out just above, the close goes after them. */
@@ -426,7 +542,7 @@ static void after_wslay(struct sess *s, int r)
         return;
     }
     if (wslay_event_get_close_sent(s->ws)) {
-        if (!wslay_event_get_close_received(s->ws))
+        if (s->close_ours || !wslay_event_get_close_received(s->ws))
             count_close(wslay_event_get_status_code_sent(s->ws));
         ws_free(s);
         conn_end(s->conn);
@@ -540,14 +656,8 @@ int sess_deliver(void *arg, struct reg_client *cl, struct frame *f)
     (void)arg;
     if (conn_send(c, f) == 0)
         return 1;
-    if (errno != ENOBUFS || c->state != CONN_OPEN)
-        return 0;
-    /* Too far behind: what is queued will not be wanted any more. */
-    stats->slow_consumer_disconnects_total++;
-    log_info("fd %d: slow consumer (over %lld pending bytes), closing", c->fd,
-             env->cfg->max_pending_bytes);
-    stats->dropped_total[DROP_SLOW_CONSUMER] += conn_drop_queued(c);
-    sess_close(c, PROTO_CLOSE_POLICY, "slow consumer");
+    if (errno == ENOBUFS && c->state == CONN_OPEN)
+        slow_consumer(s, 0); /* too far behind */
     return 0;
 }
 
@@ -558,8 +668,8 @@ static void send_text_now(struct sess *s)
     if (s->ws == NULL && ws_new(s) != 0)
         return;
     send_reply(s);
-    if (wslay_event_send(s->ws) == 0)
-        flush_wsout(s);
+    if (wslay_event_send(s->ws) == 0 && flush_wsout(s) != 0)
+        return;
     proto_buf_reset(&wsout);
     if (s->fed == s->consumed && !s->mid_message)
         ws_free(s);

@@ -151,6 +151,28 @@ struct proto_json_span proto_http_header(const struct proto_http_req *req,
     return none;
 }
 
+size_t proto_http_header_count(const struct proto_http_req *req, const char *name)
+{
+    size_t i, n = 0;
+
+    for (i = 0; i < req->nheaders; i++)
+        if (span_ieq(req->headers[i].name, name))
+            n++;
+    return n;
+}
+
+int proto_http_header_has_token(const struct proto_http_req *req, const char *name,
+                                const char *token)
+{
+    size_t i;
+
+    for (i = 0; i < req->nheaders; i++)
+        if (span_ieq(req->headers[i].name, name) &&
+            proto_http_has_token(req->headers[i].value, token))
+            return 1;
+    return 0;
+}
+
 int proto_http_has_token(struct proto_json_span v, const char *token)
 {
     const char *p = v.p, *end;

@@ -48,12 +48,22 @@ enum proto_http_status proto_http_parse(const char *buf, size_t len,
                                         struct proto_http_req *req);
 
 /* The value of the first field named name (ASCII case-insensitive), or a
- * span with p == NULL when absent. */
+ * span with p == NULL when absent. For a field that may appear once only,
+ * check proto_http_header_count() first. */
 struct proto_json_span proto_http_header(const struct proto_http_req *req,
                                          const char *name);
 
+/* How many fields are named name (ASCII case-insensitive). */
+size_t proto_http_header_count(const struct proto_http_req *req, const char *name);
+
 /* 1 when the comma-separated field value contains token (case-insensitive). */
 int proto_http_has_token(struct proto_json_span value, const char *token);
+
+/* 1 when any field named name contains token: a list field may be split
+ * over several lines, which mean the same as one line joined by commas
+ * (RFC 9110 5.3), e.g. "Connection: keep-alive" then "Connection: Upgrade". */
+int proto_http_header_has_token(const struct proto_http_req *req, const char *name,
+                                const char *token);
 
 /* Finds parameter name in a query string and appends its percent-decoded
  * value ('+' stays '+') to out. Returns 1 when found, 0 when absent, -1 when

@@ -178,73 +178,150 @@ static cursor v_literal(cursor p, cursor end, const char *lit, size_t n)
     return p + n;
 }
 
-static cursor v_value(cursor p, cursor end, int depth);
+/* The validator's bit stack (a bit per open container, 1 for an object)
+ * keeps its innermost 64 levels in a register; deeper levels are pushed
+ * here a word of 64 at a time. The first NEST_INLINE_WORDS words live on
+ * the C stack, then the heap, doubling. Every level opens with a byte of
+ * input, so the heap part is at most a quarter of the input's length. */
+#define NEST_INLINE_WORDS 4
 
-static cursor v_array(cursor p, cursor end, int depth)
+struct nest_words {
+    uint64_t *w; /* inl, or the heap once grown */
+    size_t n, cap;
+    uint64_t inl[NEST_INLINE_WORDS];
+};
+
+static int nest_words_push(struct nest_words *s, uint64_t w)
 {
-    p = skip_ws(p + 1, end);
-    if (p < end && *p == ']')
-        return p + 1;
-    for (;;) {
-        if ((p = v_value(p, end, depth)) == NULL)
-            return NULL;
-        p = skip_ws(p, end);
-        if (p >= end)
-            return NULL;
-        if (*p == ']')
-            return p + 1;
-        if (*p != ',')
-            return NULL;
-        p = skip_ws(p + 1, end);
+    uint64_t *nw;
+
+    if (s->n == s->cap) {
+        size_t ncap = s->cap * 2;
+        if (ncap > SIZE_MAX / sizeof(*nw))
+            return -1;
+        if (s->w == s->inl) {
+            if ((nw = malloc(ncap * sizeof(*nw))) == NULL)
+                return -1;
+            memcpy(nw, s->inl, sizeof(s->inl));
+        } else if ((nw = realloc(s->w, ncap * sizeof(*nw))) == NULL) {
+            return -1;
+        }
+        s->w = nw;
+        s->cap = ncap;
+    }
+    s->w[s->n++] = w;
+    return 0;
+}
+
+/* Opens a container (obj: an object) on the bit stack top/nt/outer of
+ * v_value(). Returns 0, or -1 on ENOMEM. */
+static inline int nest_open(uint64_t *top, unsigned *nt, struct nest_words *outer, unsigned obj)
+{
+    if (*nt == 64) {
+        if (nest_words_push(outer, *top) != 0)
+            return -1;
+        *nt = 0;
+    }
+    *top = *top << 1 | obj;
+    (*nt)++;
+    return 0;
+}
+
+static inline void nest_close(uint64_t *top, unsigned *nt, struct nest_words *outer)
+{
+    *top >>= 1;
+    if (--*nt == 0 && outer->n > 0) {
+        *top = outer->w[--outer->n];
+        *nt = 64;
     }
 }
 
-static cursor v_object(cursor p, cursor end, int depth)
+/* An object member's key and colon; returns the cursor at its value. */
+static inline cursor v_key(cursor p, cursor end)
 {
-    p = skip_ws(p + 1, end);
-    if (p < end && *p == '}')
-        return p + 1;
-    for (;;) {
-        if (p >= end || *p != '"' || (p = v_string(p, end)) == NULL)
-            return NULL;
-        p = skip_ws(p, end);
-        if (p >= end || *p != ':')
-            return NULL;
-        if ((p = v_value(skip_ws(p + 1, end), end, depth)) == NULL)
-            return NULL;
-        p = skip_ws(p, end);
-        if (p >= end)
-            return NULL;
-        if (*p == '}')
-            return p + 1;
-        if (*p != ',')
-            return NULL;
-        p = skip_ws(p + 1, end);
-    }
+    if (p >= end || *p != '"' || (p = v_string(p, end)) == NULL)
+        return NULL;
+    p = skip_ws(p, end);
+    if (p >= end || *p != ':')
+        return NULL;
+    return skip_ws(p + 1, end);
 }
 
-static cursor v_value(cursor p, cursor end, int depth)
+/* One value, however deeply nested, without recursion: a loop over the
+ * values in document order, with the kinds of the open containers in a bit
+ * stack. Returns NULL as well when the stack cannot grow (ENOMEM). */
+static cursor v_value(cursor p, cursor end)
 {
-    if (p >= end)
-        return NULL;
-    switch (*p) {
-    case '{':
-        return depth >= PROTO_JSON_MAX_DEPTH ? NULL : v_object(p, end, depth + 1);
-    case '[':
-        return depth >= PROTO_JSON_MAX_DEPTH ? NULL : v_array(p, end, depth + 1);
-    case '"':
-        return v_string(p, end);
-    case 't':
-        return v_literal(p, end, "true", 4);
-    case 'f':
-        return v_literal(p, end, "false", 5);
-    case 'n':
-        return v_literal(p, end, "null", 4);
-    default:
-        if (*p == '-' || (*p >= '0' && *p <= '9'))
-            return v_number(p, end);
-        return NULL;
+    struct nest_words outer;
+    uint64_t top = 0; /* the innermost open containers, the innermost in bit 0 */
+    unsigned nt = 0;  /* how many of them: 0 only when none is open */
+
+    outer.w = outer.inl;
+    outer.n = 0;
+    outer.cap = NEST_INLINE_WORDS;
+    for (;;) {
+        /* p is where a value starts. */
+        if (p >= end)
+            goto fail;
+        switch (*p) {
+        case '{':
+        case '[':
+            if (nest_open(&top, &nt, &outer, *p == '{') != 0)
+                goto fail;
+            p = skip_ws(p + 1, end);
+            if (p >= end)
+                goto fail;
+            if (*p != ((top & 1) ? '}' : ']')) {
+                if ((top & 1) && (p = v_key(p, end)) == NULL)
+                    goto fail;
+                continue; /* to the first member's value */
+            }
+            p++;
+            nest_close(&top, &nt, &outer);
+            break;
+        case '"':
+            p = v_string(p, end);
+            break;
+        case 't':
+            p = v_literal(p, end, "true", 4);
+            break;
+        case 'f':
+            p = v_literal(p, end, "false", 5);
+            break;
+        case 'n':
+            p = v_literal(p, end, "null", 4);
+            break;
+        default:
+            p = (*p == '-' || (*p >= '0' && *p <= '9')) ? v_number(p, end) : NULL;
+            break;
+        }
+        if (p == NULL)
+            goto fail;
+        /* A value ended: close the containers that end with it, up to the
+         * comma before the next value. */
+        for (;;) {
+            if (nt == 0)
+                goto done;
+            p = skip_ws(p, end);
+            if (p >= end)
+                goto fail;
+            if (*p == ',')
+                break;
+            if (*p != ((top & 1) ? '}' : ']'))
+                goto fail;
+            p++;
+            nest_close(&top, &nt, &outer);
+        }
+        p = skip_ws(p + 1, end);
+        if ((top & 1) && (p = v_key(p, end)) == NULL)
+            goto fail;
     }
+fail:
+    p = NULL;
+done:
+    if (outer.w != outer.inl)
+        free(outer.w);
+    return p;
 }
 
 int proto_json_validate(const char *s, size_t n)
@@ -255,7 +332,7 @@ int proto_json_validate(const char *s, size_t n)
         return 0; /* s may be NULL then */
     p = (cursor)s;
     end = p + n;
-    p = v_value(skip_ws(p, end), end, 0);
+    p = v_value(skip_ws(p, end), end);
     return p != NULL && skip_ws(p, end) == end;
 }
 
@@ -387,7 +464,7 @@ int proto_json_obj_next(struct proto_json_obj_iter *it,
     if (p >= end || *p != ':')
         return -1;
     p = skip_ws(p + 1, end);
-    if ((k = v_value(p, end, 1)) == NULL)
+    if ((k = v_value(p, end)) == NULL)
         return -1;
     val->p = (const char *)p;
     val->n = (size_t)(k - p);
@@ -433,7 +510,7 @@ static cursor skip_string(cursor p, cursor end)
 
 long proto_json_tokenize(const char *text, size_t n, struct proto_json_tok **toks, size_t *cap)
 {
-    uint32_t stack[PROTO_JSON_MAX_DEPTH + 1];
+    uint32_t stack[PROTO_JSON_TOK_MAX_DEPTH];
     cursor base = (cursor)text, p = base, end = base + n;
     size_t count = 0;
     int depth = 0;
@@ -451,7 +528,7 @@ long proto_json_tokenize(const char *text, size_t n, struct proto_json_tok **tok
             continue;
         case '{':
         case '[':
-            if (depth > PROTO_JSON_MAX_DEPTH ||
+            if (depth == PROTO_JSON_TOK_MAX_DEPTH ||
                 tok_push(toks, cap, count, c == '{' ? PROTO_JSON_OBJECT : PROTO_JSON_ARRAY,
                          at) != 0)
                 return -1;

@@ -6,9 +6,11 @@
  * UTF-8 replaced by U+FFFD. Control messages from clients are small objects
  * read member by member with proto_json_obj_next().
  *
- * Nothing here allocates except through a proto_buf the caller owns, and
- * nothing recurses deeper than PROTO_JSON_MAX_DEPTH, so hostile input costs
- * time linear in its length and bounded stack. */
+ * Nothing here recurses, so hostile input costs time linear in its length
+ * and bounded stack. Nothing allocates except through a proto_buf or token
+ * buffer the caller owns, and, for nesting deeper than a few hundred levels,
+ * the validator's stack of open containers (a bit each, at most n / 4 bytes
+ * for n bytes of input), freed before it returns. */
 #ifndef PROTO_JSON_H
 #define PROTO_JSON_H
 
@@ -17,17 +19,19 @@
 
 #include "buf.h"
 
-/* Deeper nesting is treated as "not JSON" (the payload is then sent as a
- * string): it bounds the validator's stack, and browsers' JSON.parse would
- * struggle with such input anyway. */
-#define PROTO_JSON_MAX_DEPTH 256
+/* The tokenizer's nesting bound (its stack of open containers is on the C
+ * stack). The validator has none: nesting is bounded only by the input's
+ * length, itself bounded by max_message_bytes. */
+#define PROTO_JSON_TOK_MAX_DEPTH 256
 
 /* 1 when p[0..n) is valid UTF-8 (RFC 3629: no overlongs, no surrogates,
  * nothing above U+10FFFF), else 0. */
 int proto_utf8_valid(const char *p, size_t n);
 
-/* 1 when p[0..n) is exactly one JSON text (RFC 8259: any value, optional
- * surrounding whitespace, strings in valid UTF-8), else 0. */
+/* 1 when p[0..n) is exactly one JSON text (RFC 8259: any value, nested to
+ * any depth, optional surrounding whitespace, strings in valid UTF-8), else
+ * 0. Also 0 when very deep nesting needs memory for the validator's stack
+ * that cannot be had (ENOMEM). */
 int proto_json_validate(const char *p, size_t n);
 
 /* Appends p[0..n) to out as a JSON string literal, quotes included. Bytes
@@ -88,8 +92,9 @@ struct proto_json_tok {
 /* Tokenizes p[0..n), which must be valid JSON (proto_json_validate) and at
  * most 4 GiB, into *toks, growing it (realloc; *cap is its capacity in
  * tokens) as needed: a buffer reused across calls stops allocating once it
- * is large enough. Returns the number of tokens, or -1 on ENOMEM or when
- * the text turns out not to be JSON. One pass, no allocation per value. */
+ * is large enough. Returns the number of tokens, or -1 on ENOMEM, when the
+ * text nests deeper than PROTO_JSON_TOK_MAX_DEPTH, or when it turns out not
+ * to be JSON. One pass, no allocation per value. */
 long proto_json_tokenize(const char *p, size_t n, struct proto_json_tok **toks, size_t *cap);
 
 /* Decodes a JSON string literal (quotes included, as given by the iterator)

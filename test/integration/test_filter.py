@@ -5,7 +5,7 @@ import time
 import pytest
 
 from helpers import (SLOW, Monitor, collect, numsub, parse_batch, publish_many, raw_members, recv_json,
-                     run, send_json, subscribe, sync_marker, uniq, wait_subscribed, ws_connect)
+                     recv_text, run, send_json, subscribe, sync_marker, uniq, wait_subscribed, ws_connect)
 
 
 async def filtered_client(broker, redis, ch, flt, marker):
@@ -180,6 +180,43 @@ def test_non_json_payload_never_matches_non_empty_filter(broker, redis):
             assert got == ['{"y":1}'], got
         finally:
             await ws.close()
+    run(body())
+
+
+def test_payload_nested_deeper_than_the_filter_index_never_matches(broker, redis):
+    # PROTOCOL.md 2.1: an object nested deeper than 256 levels is delivered
+    # as published to unfiltered subscribers but matches no non-empty filter,
+    # not even by its top-level keys; the next payload is filtered as usual.
+    # Frames are compared as text (Python's json gives up near 1,000 levels).
+    ch = uniq("fltdeep")
+    deep = '{"k":1,"d":' + '[{"x":' * 500 + '0' + '}]' * 500 + '}'
+    shallow = '{"k":1,"d":[]}'
+    prefix = '{"type":"batch","channel":"%s","messages":[' % ch
+
+    async def messages_text(ws, want):
+        got = ""
+        while len(got) < len(want):
+            text = await recv_text(ws)
+            assert text.startswith(prefix) and text.endswith("]}"), text[:200]
+            got += ("," if got else "") + text[len(prefix):-2]
+        return got
+
+    async def body():
+        filtered = await ws_connect(broker.port)
+        plain = await ws_connect(broker.port)
+        try:
+            for flt in ({"k": 1}, {"x": {"$exists": False}}):
+                await send_json(filtered, {"action": "subscribe", "channel": ch, "filter": flt})
+                text, obj = await recv_json(filtered)
+                assert obj.get("type") == "ack", text
+                await subscribe(plain, ch)
+                wait_subscribed(redis.port, ch)
+                publish_many(redis.port, [(ch, deep), (ch, shallow)])
+                assert await messages_text(filtered, shallow) == shallow
+                assert await messages_text(plain, deep + "," + shallow) == deep + "," + shallow
+        finally:
+            await filtered.close()
+            await plain.close()
     run(body())
 
 

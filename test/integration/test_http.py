@@ -8,10 +8,11 @@ import time
 
 import pytest
 
-from helpers import (BROKER_BIN, LIVE, SLOW, HttpResponse, free_port, http_exchange,
-                     http_request, kill_proc, parse_batch, publish, recv_batch, recv_text, run,
-                     subscribe, uniq, upgrade_request, upgrade_response, upgrade_status,
-                     wait_subscribed, wait_until, ws_accept, ws_connect)
+from helpers import (BROKER_BIN, LIVE, SLOW, HttpResponse, fetch_metrics, free_port,
+                     http_exchange, http_request, kill_proc, metric, parse_batch, publish,
+                     recv_batch, recv_text, run, subscribe, uniq, upgrade_request,
+                     upgrade_response, upgrade_status, wait_subscribed, wait_until, ws_accept,
+                     ws_connect)
 
 
 def req(broker, data, timeout=5.0):
@@ -150,6 +151,64 @@ def test_http10_upgrade_is_400(broker):
 def test_upgrade_without_host_is_400(broker):
     r = req(broker, upgrade_request(host=None))
     assert_closing_answer(r, 400)
+
+
+KEY2 = "AAAAAAAAAAAAAAAAAAAAAA=="
+
+
+# RFC 6455 11.3.1 and 11.3.5: the key and the version appear once in a
+# request; RFC 9112 3.2: so does Host; RFC 6454 7.3: so does Origin; and
+# Authorization carries one token. Which copy a broker reads need not be the
+# one a proxy checked, so a repeat is a 400, even of an equal value.
+@pytest.mark.parametrize("extra,name", [
+    ("Sec-WebSocket-Key: %s\r\n" % KEY2, "Sec-WebSocket-Key"),
+    ("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "Sec-WebSocket-Key"),
+    ("sec-websocket-key: %s\r\n" % KEY2, "Sec-WebSocket-Key"),
+    ("Sec-WebSocket-Version: 13\r\n", "Sec-WebSocket-Version"),
+    ("Sec-WebSocket-Version: 8\r\n", "Sec-WebSocket-Version"),
+    ("Host: other\r\n", "Host"),
+    ("Origin: http://a.example\r\nOrigin: http://b.example\r\n", "Origin"),
+    ("Authorization: Bearer x\r\nAuthorization: Bearer y\r\n", "Authorization"),
+], ids=["key", "same-key", "key-lowercase", "version", "version-8", "host", "origin",
+        "authorization"])
+def test_repeated_single_field_is_400(broker, extra, name):
+    r = req(broker, upgrade_request(key="dGhlIHNhbXBsZSBub25jZQ==", extra=extra))
+    assert_closing_answer(r, 400)
+    assert r.body == ("repeated %s header\n" % name).encode(), r
+    assert r.header("Sec-WebSocket-Accept") is None, r
+
+
+def test_repeated_host_is_400_on_every_path(broker):
+    r = req(broker, "GET /healthz HTTP/1.1\r\nHost: t\r\nHost: u\r\n\r\n")
+    assert_closing_answer(r, 400)
+    r = req(broker, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert_closing_answer(r, 200)
+
+
+def test_repeated_key_counted_as_400(broker):
+    def count():
+        return metric(fetch_metrics(broker.port)[1], "broker_client_errors_total",
+                      kind="http_400") or 0
+    before = count()
+    r = req(broker, upgrade_request(extra="Sec-WebSocket-Key: %s\r\n" % KEY2))
+    assert_closing_answer(r, 400)
+    wait_until(lambda: count() == before + 1, 5 * SLOW, what="http_400 counted")
+
+
+# List fields (RFC 9110 5.3; Connection and Upgrade are lists, RFC 9110 7.6.1
+# and 7.8) may be split over several lines and mean the same joined.
+@pytest.mark.parametrize("upgrade,connection,extra", [
+    (None, "keep-alive", "Connection: Upgrade\r\nUpgrade: websocket\r\n"),
+    ("h2c", "Upgrade", "Upgrade: websocket\r\n"),
+    ("websocket", "Upgrade", "Sec-WebSocket-Protocol: a\r\nSec-WebSocket-Protocol: b\r\n"
+                             "Sec-WebSocket-Extensions: x\r\nSec-WebSocket-Extensions: y\r\n"),
+], ids=["connection-split", "upgrade-split", "protocol-and-extensions"])
+def test_repeated_list_fields_are_one_list(broker, upgrade, connection, extra):
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    r = upgrade_response(broker.port, upgrade_request(key=key, upgrade=upgrade,
+                                                      connection=connection, extra=extra))
+    assert r.status == 101, r
+    assert r.header("Sec-WebSocket-Accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", r
 
 
 @pytest.mark.parametrize("head", [

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from helpers import (Broker, OP_BIN, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, SLOW, Closed, RawWS,
-                     build_frame, close_payload, parse_batch, publish, uniq, wait_subscribed)
+                     build_frame, close_payload, fetch_metrics, metric, parse_batch, publish, uniq,
+                     wait_subscribed, wait_until)
 
 
 def sub_msg(channel, rid=1, pad=0):
@@ -307,6 +308,113 @@ def test_client_close_without_code_answered(broker):
         assert f.opcode == OP_CLOSE
     finally:
         ws.close()
+
+
+# RFC 6455 5.5.1 and 7.4: a close body is empty or a 2-byte code and a
+# UTF-8 reason; the codes an endpoint may send are 1000-1003, 1007-1011, the
+# ones IANA registered since (1012 service restart, 1013 try again later,
+# 1014 bad gateway) and 3000-4999. A valid close is echoed, code and reason;
+# anything else gets 1002.
+CLOSE_ANSWERS = [
+    (b"", b""),
+    (b"\x03", close_payload(1002)),
+    (b"\xe8", close_payload(1002)),
+    (close_payload(1000), close_payload(1000)),
+    (close_payload(1001, b"going"), close_payload(1001, b"going")),
+    (close_payload(1011), close_payload(1011)),
+    (close_payload(1012), close_payload(1012)),
+    (close_payload(1013), close_payload(1013)),
+    (close_payload(1014), close_payload(1014)),
+    (close_payload(1012, b"restarting"), close_payload(1012, b"restarting")),
+    (close_payload(1013, "later \u00e9\u20ac".encode()), close_payload(1013, "later \u00e9\u20ac".encode())),
+    (close_payload(1014, b"r" * 123), close_payload(1014, b"r" * 123)),
+    (close_payload(3000), close_payload(3000)),
+    (close_payload(4999, b"app"), close_payload(4999, b"app")),
+    (close_payload(0), close_payload(1002)),
+    (close_payload(999), close_payload(1002)),
+    (close_payload(1004), close_payload(1002)),
+    (close_payload(1005), close_payload(1002)),
+    (close_payload(1006), close_payload(1002)),
+    (close_payload(1015), close_payload(1002)),
+    (close_payload(1016), close_payload(1002)),
+    (close_payload(2999), close_payload(1002)),
+    (close_payload(5000), close_payload(1002)),
+    (close_payload(65535, b"x"), close_payload(1002)),
+]
+
+
+def close_id(payload):
+    if len(payload) < 2:
+        return "empty" if not payload else "1-byte-" + payload.hex()
+    code = struct.unpack("!H", payload[:2])[0]
+    return "%d%s" % (code, "+reason" if len(payload) > 2 else "")
+
+
+@pytest.mark.parametrize("payload,want", CLOSE_ANSWERS, ids=[close_id(p) for p, _ in CLOSE_ANSWERS])
+def test_close_frame_answer(broker, payload, want):
+    ws = RawWS(broker.port)
+    try:
+        ws.send_frame(OP_CLOSE, payload)
+        f = ws.expect_close(10 * SLOW)
+        assert f.payload[:2] == want[:2], "sent %r, got %r" % (payload, f)
+        if want[:2] != close_payload(1002):
+            assert f.payload == want, "sent %r, got %r" % (payload, f)
+    finally:
+        ws.close()
+
+
+def test_close_1012_with_invalid_utf8_reason_is_1007(broker):
+    ws = RawWS(broker.port)
+    try:
+        ws.send_frame(OP_CLOSE, close_payload(1012, b"ab\xff"))
+        assert_closed_with(ws, 1007)
+    finally:
+        ws.close()
+
+
+def test_close_frames_split_into_single_bytes(broker):
+    # The code and reason arrive over many reads; two sessions interleave
+    # their closes, so one may lose its reason to the other (the code stays).
+    a, b = RawWS(broker.port), RawWS(broker.port)
+    try:
+        for c in (a, b):
+            c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        fa = build_frame(OP_CLOSE, close_payload(1013, b"aaaa"))
+        fb = build_frame(OP_CLOSE, close_payload(1014, b"bbbbbb"))
+        for i in range(9):
+            a.send_raw(fa[i:i + 1])
+            time.sleep(0.01)
+        for i in range(len(fb)):
+            b.send_raw(fb[i:i + 1])
+            time.sleep(0.01)
+        a.send_raw(fa[9:])
+        got_a, got_b = a.expect_close(10 * SLOW), b.expect_close(10 * SLOW)
+        assert got_b.payload == close_payload(1014, b"bbbbbb"), got_b
+        assert got_a.payload in (close_payload(1013, b"aaaa"), close_payload(1013)), got_a
+    finally:
+        a.close()
+        b.close()
+
+
+def test_close_answers_counted_honestly(broker):
+    # A 1002 the broker sends is a protocol error; echoing a valid close
+    # (1012-1014 included) is none.
+    def errors_1002():
+        return metric(fetch_metrics(broker.port)[1], "broker_client_errors_total",
+                      kind="ws_1002") or 0
+
+    for payload, counted in [(b"\x03", 1), (close_payload(1012), 0), (close_payload(1005), 1),
+                             (close_payload(1000), 0)]:
+        before = errors_1002()
+        ws = RawWS(broker.port)
+        try:
+            ws.send_frame(OP_CLOSE, payload)
+            ws.expect_close(10 * SLOW)
+        finally:
+            ws.close()
+        wait_until(lambda: errors_1002() >= before + counted, 5 * SLOW, what="ws_1002 counted")
+        time.sleep(0.1)
+        assert errors_1002() == before + counted, payload
 
 
 def test_fragmented_subscribe_in_three_frames(broker, redis):

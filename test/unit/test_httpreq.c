@@ -279,6 +279,44 @@ static void test_limits(void)
     proto_buf_free(&b);
 }
 
+/* Repeated fields: counted by name, and list fields read across every
+ * line, as the broker's upgrade does (a repeated Sec-WebSocket-Key is a
+ * 400 there; repeated Connection lines are one list). */
+static void test_repeated_fields(void)
+{
+    CHECK(PARSE("GET /ws HTTP/1.1\r\n"
+                "Host: h\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "sec-websocket-key: AAAAAAAAAAAAAAAAAAAAAA==\r\n"
+                "Connection: keep-alive\r\n"
+                "Upgrade: h2c\r\n"
+                "CONNECTION: Upgrade\r\n"
+                "Upgrade: websocket\r\n"
+                "\r\n") == PROTO_HTTP_DONE);
+    CHECK(proto_http_header_count(&req, "Sec-WebSocket-Key") == 2);
+    CHECK(proto_http_header_count(&req, "SEC-WEBSOCKET-KEY") == 2);
+    CHECK(proto_http_header_count(&req, "Host") == 1);
+    CHECK(proto_http_header_count(&req, "Origin") == 0);
+    CHECK(proto_http_header_count(&req, "Sec-WebSocket-Ke") == 0);
+    CHECK(proto_http_header_count(&req, "Connection") == 2);
+    /* proto_http_header alone sees the first line only */
+    CHECK(proto_http_has_token(proto_http_header(&req, "Connection"), "upgrade") == 0);
+    CHECK(proto_http_header_has_token(&req, "Connection", "upgrade") == 1);
+    CHECK(proto_http_header_has_token(&req, "connection", "keep-alive") == 1);
+    CHECK(proto_http_header_has_token(&req, "Upgrade", "websocket") == 1);
+    CHECK(proto_http_header_has_token(&req, "Upgrade", "h2c") == 1);
+    CHECK(proto_http_header_has_token(&req, "Upgrade", "upgrade") == 0);
+    CHECK(proto_http_header_has_token(&req, "Connection", "close") == 0);
+    CHECK(proto_http_header_has_token(&req, "Origin", "upgrade") == 0);
+    /* a token is never made of two lines */
+    CHECK(PARSE("GET / HTTP/1.1\r\nConnection: up\r\nConnection: grade\r\n\r\n") ==
+          PROTO_HTTP_DONE);
+    CHECK(proto_http_header_has_token(&req, "Connection", "upgrade") == 0);
+    CHECK(PARSE("GET / HTTP/1.1\r\n\r\n") == PROTO_HTTP_DONE);
+    CHECK(proto_http_header_count(&req, "Host") == 0);
+    CHECK(proto_http_header_has_token(&req, "Connection", "upgrade") == 0);
+}
+
 static void test_has_token(void)
 {
     CHECK(proto_http_has_token(sp("keep-alive, Upgrade"), "upgrade") == 1);
@@ -406,6 +444,7 @@ int main(void)
     test_bad_fields();
     test_limits();
     test_has_token();
+    test_repeated_fields();
     test_query_param();
     test_ws_key();
     free(copy);

@@ -444,35 +444,102 @@ static void nest(struct proto_buf *b, const char *open, const char *mid,
         proto_buf_append_str(b, close);
 }
 
+/* Nesting has no fixed bound: only the input's length limits it. */
 static void test_validate_depth(void)
 {
     struct proto_buf b = {0};
-    const size_t D = PROTO_JSON_MAX_DEPTH;
 
-    nest(&b, "[", "", "]", D);
-    CHECK(proto_json_validate(b.data, b.len) == 1);
-    nest(&b, "[", "1", "]", D);
-    CHECK(proto_json_validate(b.data, b.len) == 1);
-    nest(&b, "[", "", "]", D + 1);
-    CHECK(proto_json_validate(b.data, b.len) == 0);
-    nest(&b, "{\"a\":", "1", "}", D);
-    CHECK(proto_json_validate(b.data, b.len) == 1);
-    nest(&b, "{\"a\":", "{}", "}", D - 1);
-    CHECK(proto_json_validate(b.data, b.len) == 1);
-    nest(&b, "{\"a\":", "{}", "}", D);
-    CHECK(proto_json_validate(b.data, b.len) == 0);
-    nest(&b, "{\"a\":", "1", "}", D + 1);
-    CHECK(proto_json_validate(b.data, b.len) == 0);
-    /* mixed: D levels alternating arrays and objects */
-    nest(&b, "[{\"k\":", "0", "}]", D / 2);
-    CHECK(proto_json_validate(b.data, b.len) == 1);
-    nest(&b, "[{\"k\":", "[0]", "}]", D / 2);
-    CHECK(proto_json_validate(b.data, b.len) == 0);
-    /* very deep input is refused without exhausting the stack */
+    nest(&b, "[", "", "]", 10000);
+    CHECK(jv_exact(b.data, b.len) == 1);
+    nest(&b, "[", "1", "]", 10000);
+    CHECK(jv_exact(b.data, b.len) == 1);
+    nest(&b, "{\"a\":", "1", "}", 10000);
+    CHECK(jv_exact(b.data, b.len) == 1);
+    nest(&b, "{\"a\":", "{}", "}", 10000);
+    CHECK(jv_exact(b.data, b.len) == 1);
+    nest(&b, " { \"a\" : ", " [ ] ", " } ", 10000);
+    CHECK(jv_exact(b.data, b.len) == 1);
+    /* mixed: 10,000 levels alternating arrays and objects */
+    nest(&b, "[{\"k\":", "0", "}]", 5000);
+    CHECK(jv_exact(b.data, b.len) == 1);
+    nest(&b, "{\"k\":[", "\"v\"", "]}", 5000);
+    CHECK(jv_exact(b.data, b.len) == 1);
+    /* siblings after a deep subtree, at every level it unwinds through */
+    nest(&b, "[1,{\"k\":", "[]", ",\"j\":2},3]", 3000);
+    CHECK(jv_exact(b.data, b.len) == 1);
     nest(&b, "[", "", "]", 200000);
-    CHECK(proto_json_validate(b.data, b.len) == 0);
+    CHECK(proto_json_validate(b.data, b.len) == 1);
+
+    /* unbalanced */
+    nest(&b, "[", "", "]", 10000);
+    CHECK(jv_exact(b.data, b.len - 1) == 0);
+    CHECK(jv_exact(b.data + 1, b.len - 1) == 0);
+    proto_buf_append_byte(&b, ']');
+    CHECK(jv_exact(b.data, b.len) == 0);
     nest(&b, "[", "", "", 200000);
     CHECK(proto_json_validate(b.data, b.len) == 0);
+    nest(&b, "", "", "]", 200000);
+    CHECK(proto_json_validate(b.data, b.len) == 0);
+    nest(&b, "{\"a\":", "1", "}", 10000);
+    CHECK(jv_exact(b.data, b.len - 1) == 0);
+    /* the wrong closer, innermost or outermost */
+    nest(&b, "[", "", "]", 10000);
+    b.data[10000] = '}';
+    CHECK(jv_exact(b.data, b.len) == 0);
+    b.data[10000] = ']';
+    b.data[b.len - 1] = '}';
+    CHECK(jv_exact(b.data, b.len) == 0);
+    nest(&b, "{\"a\":", "1", "}", 10000);
+    b.data[b.len - 1] = ']';
+    CHECK(jv_exact(b.data, b.len) == 0);
+    /* a member without a key deep down, a trailing comma deep down */
+    nest(&b, "{\"a\":", "{1}", "}", 10000);
+    CHECK(jv_exact(b.data, b.len) == 0);
+    nest(&b, "[", "1,", "]", 10000);
+    CHECK(jv_exact(b.data, b.len) == 0);
+    proto_buf_free(&b);
+}
+
+/* Random kinds of container, nested to depths around the validator's word
+ * boundaries (64 levels a word, 320 before the heap), closed correctly and
+ * then with one closer of the wrong kind at each level in turn: the kind of
+ * every level must come back intact from wherever it was kept. */
+static void test_validate_depth_kinds(void)
+{
+    static const size_t depths[] = {1, 2, 63, 64, 65, 127, 128, 129, 319, 320, 321, 640, 1000,
+                                    4097};
+    struct proto_buf b = {0};
+    unsigned char kinds[4097];
+    size_t i, k, d, bad_ok = 0, tried = 0;
+    uint32_t r = 12345;
+
+    for (i = 0; i < sizeof(depths) / sizeof(depths[0]); i++) {
+        size_t open_len;
+        d = depths[i];
+        for (k = 0; k < d; k++) {
+            r = r * 1103515245u + 12345u;
+            kinds[k] = (unsigned char)((r >> 16) & 1);
+        }
+        proto_buf_reset(&b);
+        for (k = 0; k < d; k++)
+            proto_buf_append_str(&b, kinds[k] ? "{\"k\":" : "[");
+        proto_buf_append_str(&b, "0");
+        open_len = b.len;
+        for (k = d; k-- > 0;)
+            proto_buf_append_byte(&b, kinds[k] ? '}' : ']');
+        CHECK(jv_exact(b.data, b.len) == 1);
+        /* closer j (from the innermost) belongs to level d - 1 - j */
+        for (k = 0; k < d; k++) {
+            char *c = b.data + open_len + k;
+            char good = *c;
+            *c = good == '}' ? ']' : '}';
+            tried++;
+            if (proto_json_validate(b.data, b.len) == 0)
+                bad_ok++;
+            *c = good;
+        }
+    }
+    CHECK(bad_ok == tried);
     proto_buf_free(&b);
 }
 
@@ -743,24 +810,25 @@ static void test_obj_iter_edges(void)
     CHECK(ITER("{\"a\":1} \n", &m) == 0 && m == 1);
 }
 
-/* The iterator and the validator agree on the depth limit: the object
- * itself is one level. */
+/* The iterator walks members whose values nest deeply, as the validator
+ * accepts them. */
 static void test_obj_iter_depth(void)
 {
     struct proto_buf b = {0}, inner = {0};
     int m;
 
-    nest(&inner, "[", "", "]", PROTO_JSON_MAX_DEPTH - 1);
+    nest(&inner, "[", "", "]", 10000);
     proto_buf_append_str(&b, "{\"a\":");
+    proto_buf_append(&b, inner.data, inner.len);
+    proto_buf_append_str(&b, ",\"b\":");
     proto_buf_append(&b, inner.data, inner.len);
     proto_buf_append_str(&b, "}");
     CHECK(proto_json_validate(b.data, b.len) == 1);
-    CHECK(iter_all(b.data, b.len, &m) == 0 && m == 1);
+    CHECK(iter_all(b.data, b.len, &m) == 0 && m == 2);
 
-    nest(&inner, "[", "", "]", PROTO_JSON_MAX_DEPTH);
     proto_buf_reset(&b);
     proto_buf_append_str(&b, "{\"a\":");
-    proto_buf_append(&b, inner.data, inner.len);
+    proto_buf_append(&b, inner.data, inner.len - 1);
     proto_buf_append_str(&b, "}");
     CHECK(proto_json_validate(b.data, b.len) == 0);
     CHECK(iter_all(b.data, b.len, &m) == -1);
@@ -1002,9 +1070,38 @@ static void test_tokenize(void)
     free(t);
 }
 
+/* The tokenizer stops at PROTO_JSON_TOK_MAX_DEPTH levels; deeper (valid)
+ * text is refused as a whole, never indexed in part. */
+static void test_tokenize_depth(void)
+{
+    struct proto_buf b = {0};
+    struct proto_json_tok *t = NULL;
+    size_t cap = 0;
+    const size_t D = PROTO_JSON_TOK_MAX_DEPTH;
+    long n;
+
+    nest(&b, "{\"a\":", "1", "}", D);
+    n = proto_json_tokenize(b.data, b.len, &t, &cap);
+    CHECK(n == (long)(2 * D + 1));
+    if (n > 0)
+        CHECK(t[0].type == PROTO_JSON_OBJECT && t[0].end == (uint32_t)n &&
+              t[0].len == b.len);
+    nest(&b, "[", "", "]", D);
+    CHECK(proto_json_tokenize(b.data, b.len, &t, &cap) == (long)D);
+    nest(&b, "[", "", "]", D + 1);
+    CHECK(proto_json_validate(b.data, b.len) == 1);
+    CHECK(proto_json_tokenize(b.data, b.len, &t, &cap) == -1);
+    nest(&b, "{\"a\":", "1", "}", 10000);
+    CHECK(proto_json_validate(b.data, b.len) == 1);
+    CHECK(proto_json_tokenize(b.data, b.len, &t, &cap) == -1);
+    free(t);
+    proto_buf_free(&b);
+}
+
 int main(void)
 {
     test_tokenize();
+    test_tokenize_depth();
     test_validate_long_strings();
     test_utf8_valid();
     test_utf8_exhaustive();
@@ -1014,6 +1111,7 @@ int main(void)
     test_validate_structure();
     test_validate_prefixes();
     test_validate_depth();
+    test_validate_depth_kinds();
     test_validate_large();
     test_encode();
     test_encode_random();
