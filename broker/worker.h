@@ -2,9 +2,9 @@
  *
  * The worker accepts on the socket the master bound for it, connects to
  * Redis, and wires the modules of the data path:
- *   redislink -> (validate) -> registry -> batch -> session/conn
+ *   rsub (redis.h) -> (validate) -> registry -> batch -> session/conn
  * and of the control path:
- *   conn -> http -> session -> registry -> redislink.
+ *   conn -> http -> session -> registry -> rsub.
  * SIGTERM or SIGINT stops it gracefully: no more accepts, pending batches
  * flushed, close 1001 to every client, exit when they are gone or after
  * shutdown_timeout_s; a second signal exits at once. */
