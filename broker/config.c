@@ -14,11 +14,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cidr.h"
 #include "log.h"
 #include "metrics.h"
 
 #define CFG_RELOAD 1u /* a reload may change it */
 #define CFG_SECRET 2u /* its value is never echoed in a message */
+#define CFG_MULTI 4u  /* may be given on several lines, each adding a value */
 
 struct cfg_key;
 typedef int (*cfg_setter)(struct cfg *c, const struct cfg_key *k, const char *v,
@@ -37,6 +39,8 @@ struct cfg_key {
 static int set_int(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
 static int set_bytes(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
 static int set_listen(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
+static int set_mode(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
+static int set_cidrs(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
 static int set_redis_url(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
 static int set_path(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
 static int set_str(struct cfg *, const struct cfg_key *, const char *, char *, size_t);
@@ -57,8 +61,19 @@ static int set_dir(struct cfg *, const struct cfg_key *, const char *, char *, s
 #define MiB (1024LL * 1024)
 
 static const struct cfg_key cfg_keys[] = {
-    {"listen", "127.0.0.1:8080", set_listen, 0, 0, 0, 0,
-     "HOST:PORT the WebSocket and HTTP endpoint listens on"},
+    {"listen", "127.0.0.1:8080", set_listen, 0, 0, 0, CFG_MULTI,
+     "HOST:PORT or unix:PATH the WebSocket and HTTP endpoint listens on; one line per "
+     "listener, up to 8 (unix:PATH gives each worker its own socket PATH.1, PATH.2, ...)"},
+    {"listen_socket_mode", "0660", set_mode, OFF(listen_socket_mode), 0, 0777, 0,
+     "permissions (octal) of the Unix socket files"},
+    {"listen_socket_group", "", set_str, OFF(listen_socket_group), 0, 0, 0,
+     "group of the Unix socket files (e.g. www-data, so that nginx may connect); empty: "
+     "the broker's own"},
+    {"trusted_proxies", "", set_cidrs, OFF(trusted_proxies), 0, 0, CFG_RELOAD,
+     "networks (CIDR, comma-separated) of proxies whose X-Forwarded-For / X-Real-IP name "
+     "the client; Unix-socket peers are always trusted"},
+    {"max_connections_per_ip", "0", set_int, OFF(max_connections_per_ip), 0, 10000000,
+     CFG_RELOAD, "WebSocket sessions per client address per worker, over it 503; 0: no limit"},
     {"redis_url", "redis://127.0.0.1:6379", set_redis_url, 0, 0, 0, CFG_SECRET,
      "redis://[[user]:password@]host[:port][/db]; AUTH and SELECT are sent when given"},
     {"redis_mode", "standalone", set_redis_mode, 0, 0, 0, 0,
@@ -450,15 +465,102 @@ static int split_host_port(const char *v, size_t n, char **host, int *port, int 
     return replace_str(host, hs, (size_t)(he - hs));
 }
 
+static void listen_clear(struct cfg *c)
+{
+    int i;
+
+    for (i = 0; i < c->nlisten; i++) {
+        free(c->listen[i].host);
+        free(c->listen[i].path);
+    }
+    memset(c->listen, 0, sizeof(c->listen));
+    c->nlisten = 0;
+    c->listen_host = NULL;
+    c->listen_port = 0;
+}
+
+/* Adds one listener; listen_host/listen_port follow the first TCP one. */
 static int set_listen(struct cfg *c, const struct cfg_key *k, const char *v, char *why,
                       size_t whylen)
 {
+    struct cfg_listen *l;
+    int i;
+
     (void)k;
-    if (split_host_port(v, strlen(v), &c->listen_host, &c->listen_port, 0) != 0) {
-        snprintf(why, whylen, "expected HOST:PORT with a port from 1 to 65535");
+    if (c->nlisten == CFG_MAX_LISTEN) {
+        snprintf(why, whylen, "at most %d listen lines", CFG_MAX_LISTEN);
         return -1;
     }
+    l = &c->listen[c->nlisten];
+    if (strncmp(v, "unix:", 5) == 0) {
+        const char *path = v + 5;
+        if (path[0] != '/' || strlen(path) > CFG_UNIX_PATH_MAX) {
+            snprintf(why, whylen, "expected unix:/absolute/path of at most %d bytes",
+                     CFG_UNIX_PATH_MAX);
+            return -1;
+        }
+        for (i = 0; i < c->nlisten; i++)
+            if (c->listen[i].path && strcmp(c->listen[i].path, path) == 0) {
+                snprintf(why, whylen, "this socket is listed twice");
+                return -1;
+            }
+        if (replace_str(&l->path, path, strlen(path)) != 0) {
+            snprintf(why, whylen, "out of memory");
+            return -1;
+        }
+        c->nlisten++;
+        return 0;
+    }
+    if (split_host_port(v, strlen(v), &l->host, &l->port, 0) != 0) {
+        free(l->host);
+        l->host = NULL;
+        snprintf(why, whylen, "expected HOST:PORT with a port from 1 to 65535, or unix:PATH");
+        return -1;
+    }
+    for (i = 0; i < c->nlisten; i++)
+        if (c->listen[i].host && c->listen[i].port == l->port &&
+            strcmp(c->listen[i].host, l->host) == 0) {
+            free(l->host);
+            l->host = NULL;
+            snprintf(why, whylen, "this address is listed twice");
+            return -1;
+        }
+    c->nlisten++;
+    if (c->listen_host == NULL) {
+        c->listen_host = l->host;
+        c->listen_port = l->port;
+    }
     return 0;
+}
+
+static int set_mode(struct cfg *c, const struct cfg_key *k, const char *v, char *why,
+                    size_t whylen)
+{
+    char *end;
+    long m;
+
+    if (*v < '0' || *v > '7' || (m = strtol(v, &end, 8), *end != '\0') || m < k->min ||
+        m > k->max) {
+        snprintf(why, whylen, "expected an octal mode from 0 to 0777, like 0660");
+        return -1;
+    }
+    *int_field(c, k) = m;
+    return 0;
+}
+
+static int set_cidrs(struct cfg *c, const struct cfg_key *k, const char *v, char *why,
+                     size_t whylen)
+{
+    struct cidr nets[CIDR_MAX];
+    const char *bad;
+    size_t badlen;
+
+    if (cidr_list_parse(v, nets, CIDR_MAX, &bad, &badlen) < 0) {
+        snprintf(why, whylen, "'%.*s' is not a network (ADDR or ADDR/BITS; at most %d)",
+                 (int)(badlen > 64 ? 64 : badlen), bad, CIDR_MAX);
+        return -1;
+    }
+    return set_str(c, k, v, why, whylen);
 }
 
 static int pct_decode(const char *s, size_t n, char **out)
@@ -560,7 +662,9 @@ int cfg_defaults(struct cfg *c)
 
 void cfg_free(struct cfg *c)
 {
-    free(c->listen_host);
+    listen_clear(c);
+    free(c->listen_socket_group);
+    free(c->trusted_proxies);
     free(c->redis_url);
     free(c->redis_host);
     free(c->redis_user);
@@ -628,13 +732,17 @@ static int parse_stream(struct cfg *c, FILE *f, const char *path, char *err, siz
             snprintf(err, errlen, "%s:%d: unknown key '%.64s'", path, lineno, key);
             goto done;
         }
-        if (seen[k - cfg_keys]) {
+        if (seen[k - cfg_keys] && !(k->flags & CFG_MULTI)) {
             snprintf(err, errlen, "%s:%d: key '%s' given twice", path, lineno, key);
             goto done;
         }
+        /* The file's lines of a repeatable key replace its default. */
+        if (!seen[k - cfg_keys] && k->set == set_listen)
+            listen_clear(c);
         seen[k - cfg_keys] = 1;
         if (*val == '\0' && k->set != set_str && k->set != set_secret &&
-            k->set != set_secret_file && k->set != set_addr_list && k->set != set_dir) {
+            k->set != set_secret_file && k->set != set_addr_list && k->set != set_dir &&
+            k->set != set_cidrs) {
             snprintf(err, errlen, "%s:%d: key '%s': missing value", path, lineno, key);
             goto done;
         }
@@ -716,9 +824,21 @@ static int value_equal(const struct cfg *a, const struct cfg *b, const struct cf
 {
     if (k->set == set_int || k->set == set_bytes)
         return *int_field((struct cfg *)a, k) == *int_field((struct cfg *)b, k);
-    if (k->set == set_listen)
-        return a->listen_port == b->listen_port &&
-               strcmp(a->listen_host, b->listen_host) == 0;
+    if (k->set == set_listen) {
+        int i;
+        if (a->nlisten != b->nlisten)
+            return 0;
+        for (i = 0; i < a->nlisten; i++) {
+            const struct cfg_listen *x = &a->listen[i], *y = &b->listen[i];
+            if ((x->path == NULL) != (y->path == NULL) ||
+                (x->path ? strcmp(x->path, y->path) != 0
+                         : x->port != y->port || strcmp(x->host, y->host) != 0))
+                return 0;
+        }
+        return 1;
+    }
+    if (k->set == set_mode)
+        return *int_field((struct cfg *)a, k) == *int_field((struct cfg *)b, k);
     if (k->set == set_redis_url)
         return strcmp(a->redis_url, b->redis_url) == 0;
     if (k->set == set_log_level)

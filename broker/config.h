@@ -13,10 +13,28 @@
 
 enum cfg_redis_mode { CFG_REDIS_STANDALONE = 0, CFG_REDIS_SENTINEL, CFG_REDIS_CLUSTER };
 
+/* Listeners the `listen` key may name at most. */
+#define CFG_MAX_LISTEN 8
+/* Longest Unix socket path (sun_path is 108 bytes; workers append ".N"). */
+#define CFG_UNIX_PATH_MAX 100
+
+/* One `listen` line: HOST:PORT, or unix:PATH (path set, host NULL). */
+struct cfg_listen {
+    char *host;
+    int port;
+    char *path;
+};
+
 struct cfg {
-    /* listen HOST:PORT */
-    char *listen_host;
+    /* listen HOST:PORT | unix:PATH, one or more lines */
+    struct cfg_listen listen[CFG_MAX_LISTEN];
+    int nlisten;
+    char *listen_host;    /* the first TCP listener's (borrowed from listen[]), or NULL */
     int listen_port;
+    long long listen_socket_mode;  /* permissions of Unix socket files */
+    char *listen_socket_group;     /* their group; "" leaves the process's */
+    char *trusted_proxies;         /* networks whose X-Forwarded-For is believed */
+    long long max_connections_per_ip;
 
     /* redis_url redis://[[user]:password@]host[:port][/db] */
     char *redis_url;

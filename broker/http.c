@@ -10,11 +10,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include "auth.h"
 #include "config.h"
 #include "docroot.h"
 #include "log.h"
 #include "metrics.h"
+#include "peer.h"
 #include "protocol/codec.h"
 #include "protocol/httpreq.h"
 #include "session.h"
@@ -26,6 +30,8 @@
 struct http_conn {
     struct proto_buf head;
     uint64_t deadline_ms;
+    struct cidr_addr peer; /* the TCP peer (family 0: unknown) */
+    uint8_t peer_unix;     /* came through a Unix-socket listener */
 };
 
 static struct http_env *env;
@@ -60,7 +66,25 @@ static void refuse_busy(int fd)
     close(fd);
 }
 
-void http_accept(struct conn_set *set, int fd)
+static void peer_of(struct http_conn *h, const struct sockaddr *sa, socklen_t salen)
+{
+    if (sa == NULL)
+        return;
+    if (sa->sa_family == AF_UNIX) {
+        h->peer_unix = 1;
+    } else if (sa->sa_family == AF_INET && salen >= (socklen_t)sizeof(struct sockaddr_in)) {
+        h->peer.family = 4;
+        memcpy(h->peer.b, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+    } else if (sa->sa_family == AF_INET6 && salen >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+        char text[CIDR_ADDRSTRLEN];
+        /* Through text, so that an IPv4-mapped address comes out as IPv4. */
+        if (inet_ntop(AF_INET6, a6, text, sizeof(text)) != NULL)
+            cidr_addr_parse(text, strlen(text), &h->peer);
+    }
+}
+
+void http_accept(struct conn_set *set, int fd, const struct sockaddr *sa, socklen_t salen)
 {
     struct http_conn *h;
     struct conn *c;
@@ -75,6 +99,7 @@ void http_accept(struct conn_set *set, int fd)
         return;
     }
     h->deadline_ms = conn_now_ms() + (uint64_t)env->cfg->handshake_timeout_ms;
+    peer_of(h, sa, salen);
     if ((c = conn_new(set, fd, &http_ops, h)) == NULL) {
         free(h);
         return;
@@ -290,8 +315,10 @@ static void upgrade(struct conn *c, const struct proto_http_req *r, const char *
     struct proto_json_span ver = proto_http_header(r, "Sec-WebSocket-Version");
     struct proto_buf channels = {0};
     struct auth_grant *grant = NULL;
+    struct cidr_addr client;
+    struct peer *peer = NULL;
     char accept[29], resp[160];
-    int n;
+    int n, known;
 
     if (!method_is(r, "GET")) {
         reject(c, ERR_HTTP_405, 405, "Method Not Allowed", "Allow: GET\r\n",
@@ -325,6 +352,17 @@ static void upgrade(struct conn *c, const struct proto_http_req *r, const char *
         reject(c, ERR_HTTP_403, 403, "Forbidden", NULL, "origin not allowed\n");
         return;
     }
+    known = peer_resolve(env->trusted, env->ntrusted, h->peer_unix, &h->peer, r, &client);
+    if (known && env->cfg->max_connections_per_ip > 0 &&
+        peer_count(env->peers, &client) >= (unsigned long long)env->cfg->max_connections_per_ip) {
+        char text[CIDR_ADDRSTRLEN];
+        cidr_addr_format(&client, text);
+        log_info("fd %d: %s: over max_connections_per_ip (%lld), 503", c->fd, text,
+                 env->cfg->max_connections_per_ip);
+        reject(c, ERR_IP_LIMIT, 503, "Service Unavailable", "Retry-After: 1\r\n",
+               "too many connections from your address\n");
+        return;
+    }
     if (authenticate(c, r, &grant) != 0)
         return;
     if (query_channels(r, &channels) != 0) {
@@ -343,7 +381,8 @@ static void upgrade(struct conn *c, const struct proto_http_req *r, const char *
                  "Sec-WebSocket-Accept: %s\r\n"
                  "\r\n",
                  accept);
-    if (conn_send_copy(c, resp, (size_t)n) != 0) {
+    if (conn_send_copy(c, resp, (size_t)n) != 0 ||
+        (known && (peer = peer_hold(env->peers, &client)) == NULL)) {
         proto_buf_free(&channels);
         auth_grant_free(grant);
         conn_kill(c);
@@ -353,7 +392,7 @@ static void upgrade(struct conn *c, const struct proto_http_req *r, const char *
      * state, which rest points into, goes only once it has: a failed start
      * kills the connection while it still belongs to us. */
     if (sess_start(c, channels.len ? channels.data : NULL, channels.len, rest, rest_len,
-                   grant) == 0) {
+                   grant, peer) == 0) {
         on_free_state(h);
         conn_flush(c);
     }

@@ -20,15 +20,22 @@
 #ifndef BROKER_HTTP_H
 #define BROKER_HTTP_H
 
+#include <sys/socket.h>
+
+#include "cidr.h"
 #include "conn.h"
 
 struct cfg;
+struct peer_table;
 struct docroot;
 
 struct http_env {
     const struct cfg *cfg;
     const struct docroot *docroot; /* static_dir's files; NULL: none */
     size_t max_connections; /* per worker, resolved from cfg (0: auto) */
+    struct cidr trusted[CIDR_MAX]; /* trusted_proxies, parsed */
+    int ntrusted;
+    struct peer_table *peers;      /* sessions per client address */
     int (*healthy)(void *arg); /* 1 while the Redis link is up */
     void *arg;
 };
@@ -36,7 +43,8 @@ struct http_env {
 /* Sets the environment of every HTTP connection; env is borrowed. */
 void http_init(struct http_env *env);
 
-/* Takes an accepted, non-blocking socket. */
-void http_accept(struct conn_set *set, int fd);
+/* Takes an accepted, non-blocking socket; sa[0..salen) is its peer's
+ * address (AF_UNIX for a Unix-socket listener), borrowed for the call. */
+void http_accept(struct conn_set *set, int fd, const struct sockaddr *sa, socklen_t salen);
 
 #endif

@@ -19,6 +19,7 @@
 
 #include "config.h"
 #include "conn.h"
+#include "listen.h"
 #include "log.h"
 #include "metrics.h"
 #include "worker.h"
@@ -30,7 +31,6 @@
 
 struct slot {
     pid_t pid;           /* 0 when not running */
-    int fd;              /* its listening socket, kept across respawns */
     uint64_t started_ms;
     uint64_t respawn_at_ms;
     int young;           /* deaths in a row, each within YOUNG_MS of its start */
@@ -38,6 +38,7 @@ struct slot {
 
 struct master {
     struct cfg *cfg;
+    struct lsn_set *lsn; /* every worker's listening sockets, kept across respawns */
     struct slot *slots;
     int n;
     int stopping;        /* 1 after the first stop signal, 2 after the second */
@@ -45,73 +46,6 @@ struct master {
     sigset_t handled;
     sigset_t saved;
 };
-
-/* SO_REUSEPORT would let a second broker (an old one still running) join
- * the port silently and take half the connections: a plain bind first
- * fails with EADDRINUSE when anything holds the port. */
-static int port_is_free(const struct cfg *cfg)
-{
-    struct addrinfo hints, *ai = NULL;
-    char port[8];
-    int fd, one = 1, ok = 0;
-
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    snprintf(port, sizeof(port), "%d", cfg->listen_port);
-    if (getaddrinfo(cfg->listen_host, port, &hints, &ai) != 0)
-        return 1; /* listen_socket() reports it */
-    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
-    if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
-        bind(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-        ok = 1;
-    else
-        log_error("listen %s:%d: %s (is another broker running?)", cfg->listen_host,
-                  cfg->listen_port, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    freeaddrinfo(ai);
-    return ok;
-}
-
-static int listen_socket(const struct cfg *cfg)
-{
-    struct addrinfo hints, *ai = NULL;
-    char port[8];
-    int fd = -1, one = 1, err;
-    /* TCP_DEFER_ACCEPT: a connection reaches accept() once its first bytes
-     * (the request) are in, so a worker accepts, reads and answers in one
-     * pass instead of a read that finds nothing and a loop turn more; a
-     * peer that connects and stays silent costs no descriptor until the
-     * kernel gives up deferring (about a second), then meets the handshake
-     * timeout. TCP_NODELAY is inherited by every accepted socket (Linux):
-     * frames leave whole, once per tick, and Nagle would only delay them. */
-    int defer_s = 1;
-
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    snprintf(port, sizeof(port), "%d", cfg->listen_port);
-    if ((err = getaddrinfo(cfg->listen_host, port, &hints, &ai)) != 0) {
-        log_error("listen %s:%d: %s", cfg->listen_host, cfg->listen_port, gai_strerror(err));
-        return -1;
-    }
-    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 4096) != 0 ||
-        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_s, sizeof(defer_s)) != 0 ||
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0) {
-        log_error("listen %s:%d: %s", cfg->listen_host, cfg->listen_port, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(ai);
-    return fd;
-}
 
 static void signal_workers(struct master *m, int sig)
 {
@@ -143,7 +77,8 @@ static int running(const struct master *m)
 static int spawn(struct master *m, int i, int *status)
 {
     pid_t master_pid = getpid(), pid = fork();
-    int k, fd;
+    struct lsn_sock socks[CFG_MAX_LISTEN];
+    int n;
 
     if (pid < 0) {
         log_error("fork: %s", strerror(errno));
@@ -161,17 +96,12 @@ static int spawn(struct master *m, int i, int *status)
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != master_pid)
         _exit(1);
-    fd = m->slots[i].fd;
-    for (k = 0; k < m->n; k++) {
-        if (k != i && m->slots[k].fd >= 0)
-            close(m->slots[k].fd);
-        m->slots[k].fd = -1;
-    }
+    n = lsn_take(m->lsn, i, socks);
     log_set_worker(i + 1);
     metrics_attach(i);
     /* Signals stay blocked until the worker's loop has its own handlers;
      * worker_run() unblocks them. */
-    *status = worker_run(m->cfg, fd);
+    *status = worker_run(m->cfg, socks, n);
     return 1;
 }
 
@@ -249,8 +179,6 @@ static void reload(struct master *m)
 
 static void begin_stop(struct master *m, int sig)
 {
-    int i;
-
     if (m->stopping) {
         log_warn("signal %d again: workers exit now", sig);
         m->stopping = 2;
@@ -264,10 +192,7 @@ static void begin_stop(struct master *m, int sig)
     m->deadline_ms = conn_now_ms() + (uint64_t)m->cfg->shutdown_timeout_s * 1000 + KILL_GRACE_MS;
     /* Refuse new connections now rather than let them wait in a backlog
      * nobody will accept from. */
-    for (i = 0; i < m->n; i++) {
-        close(m->slots[i].fd);
-        m->slots[i].fd = -1;
-    }
+    lsn_close(m->lsn);
     signal_workers(m, SIGTERM);
 }
 
@@ -340,6 +265,7 @@ int master_run(struct cfg *cfg, int (*on_bound)(void *arg), void *arg, int *is_w
     struct master m;
     int i, rc = 1, status, capped;
     long ncpus;
+    char where[512];
 
     memset(&m, 0, sizeof(m));
     *is_worker = 0;
@@ -358,17 +284,12 @@ int master_run(struct cfg *cfg, int (*on_bound)(void *arg), void *arg, int *is_w
                  "running %d", ncpus, METRICS_MAX_WORKERS, m.n);
     if ((m.slots = calloc((size_t)m.n, sizeof(*m.slots))) == NULL)
         return 1;
-    for (i = 0; i < m.n; i++)
-        m.slots[i].fd = -1;
     if (metrics_init(m.n) != 0) {
         log_error("shared memory for metrics: %s", strerror(errno));
         goto done;
     }
-    if (!port_is_free(cfg))
+    if ((m.lsn = lsn_open(cfg, m.n)) == NULL)
         goto done;
-    for (i = 0; i < m.n; i++)
-        if ((m.slots[i].fd = listen_socket(cfg)) < 0)
-            goto done;
     if (on_bound != NULL && on_bound(arg) != 0)
         goto done;
     sigemptyset(&m.handled);
@@ -378,7 +299,8 @@ int master_run(struct cfg *cfg, int (*on_bound)(void *arg), void *arg, int *is_w
     sigaddset(&m.handled, SIGHUP);
     sigaddset(&m.handled, SIGUSR1);
     sigprocmask(SIG_BLOCK, &m.handled, &m.saved);
-    log_info("master: %d workers on %s:%d", m.n, cfg->listen_host, cfg->listen_port);
+    lsn_describe(cfg, where, sizeof(where));
+    log_info("master: %d workers on %s", m.n, where);
     for (i = 0; i < m.n; i++) {
         if (spawn(&m, i, &status)) {
             *is_worker = 1;
@@ -390,10 +312,9 @@ int master_run(struct cfg *cfg, int (*on_bound)(void *arg), void *arg, int *is_w
     if (!*is_worker)
         log_info("master: stopped");
 done:
-    /* In a worker every slot is -1 already (spawn handed its socket over). */
-    for (i = 0; i < m.n; i++)
-        if (m.slots[i].fd >= 0)
-            close(m.slots[i].fd);
+    /* In a worker the set is empty already (spawn handed its sockets over),
+     * and only the master removes socket files. */
+    lsn_free(m.lsn);
     free(m.slots);
     metrics_free();
     return rc;

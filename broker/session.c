@@ -12,6 +12,7 @@
 #include "config.h"
 #include "filter.h"
 #include "log.h"
+#include "peer.h"
 #include "protocol/codec.h"
 #include "stats.h"
 #include "util.h"
@@ -40,6 +41,7 @@ struct sess {
     double tokens;              /* control-message rate bucket */
     uint64_t refill_ms;
     struct auth_grant *grant;   /* owned; NULL when auth is off */
+    struct peer *peer;          /* one hold of the client's address; NULL: unknown */
     /* A subscribe's ack held until Redis confirms it (held), and the
      * requests that came after it, handled in order once it is settled. */
     struct sess_req *rq_head, *rq_tail;
@@ -618,6 +620,7 @@ static void on_free(struct conn *c)
     }
     ws_free(s);
     auth_grant_free(s->grant);
+    peer_release(s->peer);
     stats->connections--;
     free(s);
 }
@@ -747,7 +750,8 @@ void sess_ack(void *arg, struct reg_client *cl, const char *name, size_t len, co
 }
 
 int sess_start(struct conn *c, const char *channels, size_t channels_len,
-               const char *rest, size_t rest_len, struct auth_grant *grant)
+               const char *rest, size_t rest_len, struct auth_grant *grant,
+               struct peer *peer)
 {
     struct sess *s = calloc(1, sizeof(*s));
     const char *p = channels, *end = channels ? channels + channels_len : NULL, *why;
@@ -755,11 +759,13 @@ int sess_start(struct conn *c, const char *channels, size_t channels_len,
 
     if (s == NULL) {
         auth_grant_free(grant);
+        peer_release(peer);
         conn_kill(c);
         return -1;
     }
     s->conn = c;
     s->grant = grant;
+    s->peer = peer;
     s->last_rx_ms = s->refill_ms = conn_now_ms();
     s->tokens = 2.0 * (double)env->cfg->max_control_per_s;
     conn_set_owner(c, &sess_ops, s);

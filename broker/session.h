@@ -23,6 +23,7 @@
 
 struct cfg;
 struct auth_grant;
+struct peer;
 
 /* What every session of a worker shares; owned by the worker, which must
  * keep it valid while sessions exist (cfg may be swapped on reload). */
@@ -57,13 +58,15 @@ void sess_ack(void *arg, struct reg_client *cl, const char *name, size_t len, co
  * strings of total length channels_len; they are subscribed without acks
  * (a channel the grant does not allow gets an error frame `forbidden`).
  * rest[0..rest_len) are bytes that followed the HTTP request head. grant is
- * what the client's token allows (NULL when auth is off); the session takes
- * it. Returns 0 once the session owns the connection (conn_set_owner; it
+ * what the client's token allows (NULL when auth is off), peer one hold of
+ * the client's address entry (NULL when unknown); the session takes both,
+ * whatever happens. Returns 0 once the session owns the connection (conn_set_owner; it
  * may have closed it already); -1 on ENOMEM before that, with the
  * connection killed and still the caller's, to be freed through the
  * caller's ops. */
 int sess_start(struct conn *c, const char *channels, size_t channels_len,
-               const char *rest, size_t rest_len, struct auth_grant *grant);
+               const char *rest, size_t rest_len, struct auth_grant *grant,
+               struct peer *peer);
 
 /* Sends close frame `code` with `reason` (a static string) and closes
  * gracefully, if c is an open session. Called while the session's own input

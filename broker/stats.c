@@ -16,7 +16,7 @@ const char *stats_err_name(enum stats_err e)
         "http_400", "http_404", "http_405", "http_426", "http_431", "http_401", "http_403",
         "http_503", "handshake_timeout", "bad_request", "bad_filter", "ws_1002", "ws_1003",
         "ws_1007", "ws_1009", "pong_timeout", "forbidden", "subscription_limit", "rate_limit",
-        "token_expired"};
+        "token_expired", "ip_limit"};
     return n[e];
 }
 

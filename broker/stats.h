@@ -39,6 +39,7 @@ enum stats_err {
     ERR_SUB_LIMIT,        /* max_subscriptions_per_client */
     ERR_RATE_LIMIT,       /* control message over max_control_per_s */
     ERR_TOKEN_EXPIRED,    /* closed with 4001 */
+    ERR_IP_LIMIT,         /* 503: max_connections_per_ip reached */
     ERR_NREASONS
 };
 

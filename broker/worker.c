@@ -22,7 +22,9 @@
 #include "filter.h"
 #include "frame.h"
 #include "http.h"
+#include "listen.h"
 #include "log.h"
+#include "peer.h"
 #include "protocol/json.h"
 #include "redis.h"
 #include "registry.h"
@@ -36,7 +38,9 @@
 struct worker {
     struct event_base *base;
     struct cfg *cfg;
-    struct evconnlistener *lev;
+    struct evconnlistener *lev[CFG_MAX_LISTEN];
+    int nlev;
+    struct peer_table *peers;
     struct event *accept_retry;
     struct conn_set *conns;
     struct frame_builder *fb;
@@ -168,10 +172,28 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     struct worker *w = arg;
 
     (void)lev;
-    (void)sa;
-    (void)salen;
-    /* TCP_NODELAY comes from the listening socket (master.c). */
-    http_accept(w->conns, fd);
+    /* TCP_NODELAY comes from the listening socket (listen.c). */
+    http_accept(w->conns, fd, sa, (socklen_t)salen);
+}
+
+static void listeners_enable(struct worker *w, int on)
+{
+    int i;
+
+    for (i = 0; i < w->nlev; i++)
+        if (w->lev[i] != NULL && (on ? evconnlistener_enable(w->lev[i])
+                                     : evconnlistener_disable(w->lev[i])) != 0)
+            log_error("cannot %s a listener", on ? "resume" : "pause");
+}
+
+static void listeners_free(struct worker *w)
+{
+    int i;
+
+    for (i = 0; i < w->nlev; i++)
+        if (w->lev[i] != NULL)
+            evconnlistener_free(w->lev[i]);
+    w->nlev = 0;
 }
 
 static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
@@ -180,8 +202,7 @@ static void accept_retry_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    if (w->lev != NULL)
-        evconnlistener_enable(w->lev);
+    listeners_enable(w, 1);
 }
 
 /* Out of file descriptors, accept() fails at once for as long as the
@@ -192,31 +213,52 @@ static void accept_error_cb(struct evconnlistener *lev, void *arg)
     int err = EVUTIL_SOCKET_ERROR();
     struct timeval tv = {0, ACCEPT_BACKOFF_MS * 1000};
 
+    (void)lev;
     stats->accept_errors_total++;
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
         log_warn("accept: %s; pausing accepts for %d ms (%zu connections open)",
                  strerror(err), ACCEPT_BACKOFF_MS, conn_set_count(w->conns));
-        evconnlistener_disable(lev);
-        evtimer_add(w->accept_retry, &tv);
+        listeners_enable(w, 0);
+        if (evtimer_add(w->accept_retry, &tv) != 0) {
+            log_error("cannot arm the accept retry timer; accepting again now");
+            listeners_enable(w, 1);
+        }
         return;
     }
     log_warn("accept: %s", strerror(err));
 }
 
-static int listen_start(struct worker *w, int fd)
+/* Takes every socket, whatever happens: those not given to a listener are
+ * closed here. */
+static int listen_start(struct worker *w, struct lsn_sock *socks, int n)
 {
-    /* Backlog 0: the master already listens with its own backlog; -1 would
-     * have libevent call listen(fd, 128) again and shrink it. */
-    w->lev = evconnlistener_new(w->base, accept_cb, w,
-                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
-    if (w->lev == NULL) {
-        log_error("listener on fd %d: %s", fd, strerror(errno));
-        return -1;
+    char where[512];
+    int i, rc = 0;
+
+    for (i = 0; i < n; i++) {
+        if (rc != 0) {
+            close(socks[i].fd);
+            continue;
+        }
+        /* Backlog 0: the master already listens with its own backlog; -1
+         * would have libevent call listen(fd, 128) again and shrink it. */
+        w->lev[w->nlev] = evconnlistener_new(w->base, accept_cb, w,
+                                             LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0,
+                                             socks[i].fd);
+        if (w->lev[w->nlev] == NULL) {
+            log_error("listener on fd %d: %s", socks[i].fd, strerror(errno));
+            close(socks[i].fd);
+            rc = -1;
+            continue;
+        }
+        evconnlistener_set_error_cb(w->lev[w->nlev], accept_error_cb);
+        w->nlev++;
     }
-    evconnlistener_set_error_cb(w->lev, accept_error_cb);
-    log_info("serving %s:%d, WebSocket path %s", w->cfg->listen_host, w->cfg->listen_port,
-             w->cfg->ws_path);
-    return 0;
+    if (rc == 0) {
+        lsn_describe(w->cfg, where, sizeof(where));
+        log_info("serving %s, WebSocket path %s", where, w->cfg->ws_path);
+    }
+    return rc;
 }
 
 /* Reload and the stats line. */
@@ -306,7 +348,14 @@ static void docroot_reload(struct worker *w)
 
 static void apply_config(struct worker *w)
 {
+    const char *bad;
+    size_t badlen;
+    int n;
+
     w->henv.max_connections = resolve_max_connections(w->cfg);
+    /* Checked by the configuration already; a failure keeps none trusted. */
+    n = cidr_list_parse(w->cfg->trusted_proxies, w->henv.trusted, CIDR_MAX, &bad, &badlen);
+    w->henv.ntrusted = n > 0 ? n : 0;
     log_set_level((enum log_level)w->cfg->log_level);
     batcher_configure(reg_batcher(w->reg), w->cfg->batch_interval_ms, w->cfg->batch_max_bytes);
     conn_set_set_max_pending(w->conns, (size_t)w->cfg->max_pending_bytes);
@@ -378,10 +427,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     w->stopping = 1;
     log_info("signal %d: shutting down (%zu connections, up to %lld s)", (int)sig,
              conn_set_count(w->conns), w->cfg->shutdown_timeout_s);
-    if (w->lev != NULL) {
-        evconnlistener_free(w->lev);
-        w->lev = NULL;
-    }
+    listeners_free(w);
     evtimer_del(w->stats_timer);
     batch_flush_all(reg_batcher(w->reg));
     conn_set_foreach(w->conns, close_one, w);
@@ -407,13 +453,13 @@ static void worker_free(struct worker *w)
         event_free(w->sig_usr1);
     if (w->stats_timer)
         event_free(w->stats_timer);
-    if (w->lev)
-        evconnlistener_free(w->lev);
+    listeners_free(w);
     if (w->accept_retry)
         event_free(w->accept_retry);
     /* Sessions leave the registry as they are freed, and the registry tells
      * the Redis link, so connections go first and the link after them. */
     conn_set_free(w->conns);
+    peer_table_free(w->peers);
     docroot_free(w->docroot);
     rsub_free(w->sub);
     reg_free(w->reg);
@@ -448,13 +494,13 @@ static struct event *add_signal(struct worker *w, int sig)
     return ev;
 }
 
-int worker_run(struct cfg *cfg, int listen_fd)
+int worker_run(struct cfg *cfg, struct lsn_sock *socks, int nsocks)
 {
     struct worker w;
     struct reg_hooks rh;
     struct rsub_hooks lh;
     sigset_t none;
-    int rc = 1;
+    int rc = 1, i;
 
     memset(&w, 0, sizeof(w));
     w.cfg = cfg;
@@ -481,8 +527,10 @@ int worker_run(struct cfg *cfg, int listen_fd)
     w.senv.arg = &w;
     if (sess_init(&w.senv) != 0)
         goto done;
+    if ((w.peers = peer_table_new()) == NULL)
+        goto done;
     w.henv.cfg = cfg;
-    w.henv.max_connections = resolve_max_connections(cfg);
+    w.henv.peers = w.peers;
     w.henv.healthy = healthy;
     w.henv.arg = &w;
     http_init(&w.henv);
@@ -499,11 +547,12 @@ int worker_run(struct cfg *cfg, int listen_fd)
     /* The master forks with these signals blocked; the loop owns them now. */
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    if (listen_start(&w, listen_fd) != 0)
+    i = listen_start(&w, socks, nsocks);
+    nsocks = 0; /* the listeners own them, or they are closed */
+    if (i != 0)
         goto done;
-    listen_fd = -1; /* the listener owns it */
     w.last_ms = conn_now_ms();
-    stats_arm(&w);
+    apply_config(&w);
     lh.on_message = on_message;
     lh.on_up = on_redis_up;
     lh.on_down = on_redis_down;
@@ -517,8 +566,8 @@ int worker_run(struct cfg *cfg, int listen_fd)
 done:
     if (rc != 0)
         log_error("worker failed to start");
-    if (listen_fd >= 0)
-        close(listen_fd);
+    for (i = 0; i < nsocks; i++)
+        close(socks[i].fd);
     worker_free(&w);
     return rc;
 }

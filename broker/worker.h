@@ -12,15 +12,16 @@
 #define BROKER_WORKER_H
 
 struct cfg;
+struct lsn_sock;
 
-/* Runs until stopped, accepting on listen_fd (a bound, listening,
- * non-blocking socket). Takes ownership of listen_fd in every case: it is
- * closed by the time worker_run returns, by the listener that took it or,
- * when the worker fails before making one, by worker_run itself; the caller
- * must not close it. cfg is the worker's own copy:
+/* Runs until stopped, accepting on socks[0..n) (bound, listening,
+ * non-blocking sockets: TCP or Unix, listen.h). Takes ownership of every one
+ * in every case: each is closed by the time worker_run returns, by the
+ * listener that took it or, when the worker fails before making one, by
+ * worker_run itself; the caller must not close them. cfg is the worker's own copy:
  * SIGHUP re-reads cfg->file and applies the keys a reload may change,
  * SIGUSR1 reopens the log file. Returns the process exit status: 0 after a
  * clean stop, 1 when the worker could not start. */
-int worker_run(struct cfg *cfg, int listen_fd);
+int worker_run(struct cfg *cfg, struct lsn_sock *socks, int n);
 
 #endif

@@ -19,12 +19,17 @@
 #   STACK_HTTPS_PORT   nginx, TLS (wss://, https://) default 8443
 #   STACK_HTTP_PORT    nginx, plain (benchmarks)    default 8880
 #   STACK_WORKERS      broker workers               default auto (CPUs - 1)
+#   STACK_UPSTREAM     how nginx reaches the broker default unix
+#                      unix: a Unix socket per broker worker (no ephemeral
+#                      port per client: no ~28,000-client cap), balanced with
+#                      least_conn; tcp: the broker's loopback port
 #   BROKER_BIN         the broker binary            default build/broker
 #
 # Layout of STACK_DIR:
 #   stack.env                the ports start used
 #   redis.pid redis.log      redis-server
 #   broker.conf broker.pid broker.log
+#   run/broker.sock.N        the broker's Unix sockets, one per worker
 #   nginx/                   nginx's prefix: nginx.conf -> docker/nginx.conf,
 #                            upstream.conf, listen-*.conf, certs/, www/, logs/
 set -eu
@@ -66,6 +71,20 @@ load_ports() {
     HTTPS_PORT=${STACK_HTTPS_PORT:-${SAVED_HTTPS_PORT:-8443}}
     HTTP_PORT=${STACK_HTTP_PORT:-${SAVED_HTTP_PORT:-8880}}
     WORKERS=${STACK_WORKERS:-${SAVED_WORKERS:-auto}}
+    UPSTREAM=${STACK_UPSTREAM:-${SAVED_UPSTREAM:-unix}}
+    case $UPSTREAM in unix|tcp) ;; *) die "STACK_UPSTREAM must be unix or tcp" ;; esac
+}
+
+# The number of broker workers, as the broker counts them (auto: CPUs - 1).
+worker_count() {
+    local n
+    if [ "$WORKERS" = auto ]; then
+        n=$(($(nproc) - 1))
+        [ $n -ge 1 ] || n=1
+        echo $n
+    else
+        echo "$WORKERS"
+    fi
 }
 
 save_ports() {
@@ -75,6 +94,7 @@ SAVED_BROKER_PORT=$BROKER_PORT
 SAVED_HTTPS_PORT=$HTTPS_PORT
 SAVED_HTTP_PORT=$HTTP_PORT
 SAVED_WORKERS=$WORKERS
+SAVED_UPSTREAM=$UPSTREAM
 EOF
 }
 
@@ -166,8 +186,18 @@ prepare() {
     [ -x "$BROKER_BIN" ] || die "$BROKER_BIN is not built (run make)"
     mkdir -p "$PREFIX/logs" "$PREFIX/tmp" "$PREFIX/certs" "$PREFIX/www" "$PREFIX/internal-allow.d"
 
-    # The broker: docker/broker.conf with loopback addresses.
-    sed -e "s#^listen .*#listen $HOST:$BROKER_PORT#" \
+    # The broker: docker/broker.conf with loopback addresses: its port for
+    # operators (and STACK_UPSTREAM=tcp), its Unix sockets in run/.
+    mkdir -p "$STACK_DIR/run"
+    chmod a+rx "$STACK_DIR" "$STACK_DIR/run"
+    # Started by root, nginx's workers run as nobody:nogroup: the sockets
+    # are theirs to connect to through the group.
+    local group=""
+    [ "$(id -u)" = 0 ] && group=nogroup
+    sed -e "s#^listen [0-9].*#listen $HOST:$BROKER_PORT#" \
+        -e "s#^listen unix:.*#listen unix:$STACK_DIR/run/broker.sock#" \
+        -e "s#^listen_socket_mode .*#listen_socket_mode 0660#" \
+        -e "s#^listen_socket_group.*#listen_socket_group $group#" \
         -e "s#^redis_url .*#redis_url redis://$HOST:$REDIS_PORT#" \
         -e "s#^workers .*#workers $WORKERS#" \
         -e "s#^static_dir .*#static_dir $PREFIX/www#" \
@@ -177,7 +207,16 @@ prepare() {
 
     # nginx: the same nginx.conf as docker, the stack's prefix files beside it.
     ln -sfn "$ROOT/docker/nginx.conf" "$PREFIX/nginx.conf"
-    echo "server $HOST:$BROKER_PORT;" > "$PREFIX/upstream.conf"
+    if [ "$UPSTREAM" = unix ]; then
+        local i n
+        n=$(worker_count)
+        : > "$PREFIX/upstream.conf"
+        for ((i = 1; i <= n; i++)); do
+            echo "server unix:$STACK_DIR/run/broker.sock.$i;" >> "$PREFIX/upstream.conf"
+        done
+    else
+        echo "server $HOST:$BROKER_PORT;" > "$PREFIX/upstream.conf"
+    fi
     echo "listen $HOST:$HTTPS_PORT ssl reuseport;" > "$PREFIX/listen-https.conf"
     echo "listen $HOST:$HTTP_PORT reuseport;" > "$PREFIX/listen-http.conf"
     docker/gen-cert.sh "$PREFIX/certs" >&2
@@ -284,6 +323,7 @@ print_urls() {
     echo "https://$HOST:$HTTPS_PORT/"
     echo "redis://$HOST:$REDIS_PORT"
     say "also: ws://$HOST:$HTTP_PORT/ws (nginx, plain, for benchmarks), ws://$HOST:$BROKER_PORT/ws (the broker)"
+    say "nginx reaches the broker over $([ "$UPSTREAM" = unix ] && echo "Unix sockets $STACK_DIR/run/broker.sock.N" || echo "TCP $HOST:$BROKER_PORT")"
     say "publish: $REDIS_CLI -p $REDIS_PORT PUBLISH demo '{\"hello\":\"world\"}'"
     say "the certificate is self-signed: $PREFIX/certs/stack.crt"
 }

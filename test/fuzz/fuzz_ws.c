@@ -68,7 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         close(sv[1]);
         return 0;
     }
-    sess_start(c, NULL, 0, (const char *)data, size, NULL);
+    sess_start(c, NULL, 0, (const char *)data, size, NULL, NULL);
     /* Publish on a channel the input may have subscribed to. */
     reg_publish(reg, "a", 1, "{\"x\":1}", 7, 1);
     event_base_loop(base, EVLOOP_NONBLOCK);

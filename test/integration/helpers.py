@@ -321,6 +321,8 @@ class Broker:
             # replies count subscribers exactly, whatever the CPU count.
             self.cfg["workers"] = "1"
         self.cfg.update({k: str(v) for k, v in cfg.items()})
+        # More lines after cfg's, for keys given several times (listen).
+        self.lines = []
         self.proc = None
         # A tool this one broker runs under (outside BROKER_WRAPPER), e.g.
         # strace, and the environment it gets (None: ours).
@@ -333,6 +335,8 @@ class Broker:
         with open(self.conf_path, "w") as f:
             for k, v in self.cfg.items():
                 f.write("%s %s\n" % (k, v))
+            for line in self.lines:
+                f.write(line + "\n")
         logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.wrapper + BROKER_WRAPPER + [BROKER_BIN, "-c", self.conf_path],
                                      stdout=logf, stderr=subprocess.STDOUT,

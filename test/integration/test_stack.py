@@ -249,9 +249,14 @@ def test_docker_files_agree_with_each_other():
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 0, r.stderr
     with open(os.path.join(docker, "broker.conf")) as f:
-        conf = dict(line.split(None, 1) for line in f.read().splitlines()
-                    if line.strip() and not line.startswith("#") and len(line.split(None, 1)) == 2)
-    assert conf["listen"] == "0.0.0.0:8080" and conf["redis_url"] == "redis://redis:6379"
+        lines = [line.split(None, 1) for line in f.read().splitlines()
+                 if line.strip() and not line.startswith("#") and len(line.split(None, 1)) == 2]
+    conf = dict(lines)
+    listens = [v for k, v in lines if k == "listen"]
+    # The port for checks and other nodes, the Unix sockets (in the volume
+    # nginx mounts too) for nginx.
+    assert listens == ["0.0.0.0:8080", "unix:/run/broker/broker.sock"], listens
+    assert conf["redis_url"] == "redis://redis:6379"
     with open(os.path.join(docker, "Dockerfile")) as f:
         dockerfile = f.read()
     stages = {line.split()[-1] for line in dockerfile.splitlines() if line.startswith("FROM ")}
@@ -273,5 +278,10 @@ def test_docker_files_agree_with_each_other():
         assert build["context"] == ".." and build["dockerfile"] == "docker/Dockerfile"
         assert build["target"] == name
     assert services["broker"]["expose"] == ["8080"]
+    for name in ("broker", "nginx"):
+        assert "broker-run:/run/broker" in services[name]["volumes"], services[name]
+    assert "broker-run" in compose["volumes"]
+    with open(os.path.join(docker, "nginx-entrypoint.sh")) as f:
+        assert "/run/broker/broker.sock." in f.read()
     assert any(p.endswith(":8443") for p in services["nginx"]["ports"])
     assert services["nginx"]["depends_on"]["broker"]["condition"] == "service_healthy"
