@@ -85,7 +85,7 @@ $(BUILD)/test/%: $(BUILD)/obj/test/unit/%.o $(BUILD)/libbroker.a $(BUILD)/libpro
 unit: $(UNIT_BIN)
 	@for t in $(UNIT_BIN); do echo "== $$t"; $$t || exit 1; done
 
-integration: $(BUILD)/broker
+integration: $(BUILD)/broker $(TOOLS)
 	BROKER_BIN=$(abspath $(BUILD)/broker) timeout 900 $(PYTEST) test/integration
 
 # The integration suite with every broker process under valgrind (memcheck):
