@@ -1017,6 +1017,14 @@ def metric(samples, name, **labels):
 # pings, deadlines, backoff) show after tens of seconds of steady state, not
 # in the first one.
 
+def skip_soak_under_valgrind():
+    """Soaks run for a fixed time: under valgrind they would cost minutes of
+    the suite for little more than the plain and ASan runs show."""
+    if BROKER_WRAPPER:
+        import pytest
+        pytest.skip("soak: run plainly and under ASan, not under valgrind")
+
+
 def metric_sum(port, name, **labels):
     """The sum of every sample of family `name` (matching labels) in /metrics."""
     _, samples = fetch_metrics(port)

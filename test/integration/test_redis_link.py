@@ -14,8 +14,8 @@ import pytest
 
 import helpers
 from helpers import (SLOW, RespConn, Soak, child_pids, metric_sum, numsub, publish, recv_json,
-                     redis_command, run, send_json, subscribe, uniq, wait_until, ws_connect,
-                     parse_batch)
+                     redis_command, run, send_json, skip_soak_under_valgrind, subscribe, uniq,
+                     wait_until, ws_connect, parse_batch)
 
 
 class OwnRedis(helpers.RedisServer):
@@ -247,14 +247,15 @@ def test_output_buffer_limit_drop_is_named(own_redis, make_broker):
 
 @pytest.mark.timeout(180)
 def test_soak_standalone_two_workers(redis, make_broker):
-    """35 s of numbered messages over two workers, in bursts with 7 s idle
+    """30 s of numbered messages over two workers, in bursts with 7 s idle
     gaps (each link pings and must get its answer): no link is lost, no
     reconnect, every message reaches every client once and in order."""
+    skip_soak_under_valgrind()
     b = make_broker(redis.port, workers=2)
     chans = [uniq("soak") for _ in range(4)]
     pub = RespConn(redis.port, timeout=10)
     soak = Soak(b.port, chans, lambda ch, p: pub.command("PUBLISH", ch, p), nclients=6,
-                duration=35)
+                duration=30)
     try:
         got = soak.run()
     finally:
