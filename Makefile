@@ -74,9 +74,11 @@ $(BUILD)/libbroker.a: $(BROKER_OBJ)
 $(BUILD)/broker: $(BUILD)/obj/broker/main.o $(BUILD)/libbroker.a $(BUILD)/libproto.a
 	$(CC) $(LDFLAGS) $^ $(LIBS) -o $@
 
-# Tools in scripts/ use protocol/, never broker/ internals.
+# Tools in scripts/ use protocol/, never broker/ internals. loadgen speaks
+# TLS (wss://, OpenSSL's libssl); the broker leaves TLS to nginx.
+$(BUILD)/loadgen: TOOL_LIBS := -lssl
 $(BUILD)/%: $(BUILD)/obj/scripts/%.o $(BUILD)/libproto.a
-	$(CC) $(LDFLAGS) $^ $(LIBS) -lm -o $@
+	$(CC) $(LDFLAGS) $^ $(TOOL_LIBS) $(LIBS) -lm -o $@
 
 $(BUILD)/test/%: $(BUILD)/obj/test/unit/%.o $(BUILD)/libbroker.a $(BUILD)/libproto.a
 	@mkdir -p $(dir $@)

@@ -24,6 +24,14 @@
  * the broker's. That queueing is reported apart as client_lag; when it
  * grows, split the connections over more processes.
  *
+ * wss:// connections speak TLS with OpenSSL in the same loop: a non-blocking
+ * SSL object per connection over a BIO of ours that reads with recvmsg()
+ * (so the kernel receive times survive) and writes with MSG_NOSIGNAL, with
+ * SSL_MODE_RELEASE_BUFFERS so that an idle connection holds no record
+ * buffers. A TLS connection still costs its SSL object (kilobytes, see
+ * client_memory in the summary). ws:// connections never touch OpenSSL:
+ * they read and write their socket directly, as before.
+ *
  * The JSON summary carries the raw histogram buckets, so that --merge can add
  * up the results of several processes (one process is limited to the open
  * files its RLIMIT_NOFILE allows). See --help and scripts/TOOLS.md. */
@@ -50,7 +58,10 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "protocol/buf.h"
 #include "protocol/codec.h"
@@ -61,6 +72,7 @@
 #define LG_HEAD_MAX 16384         /* a longer HTTP answer head is refused */
 #define LG_GATHER_MAX (64u << 20) /* a longer sampled message is not sampled */
 #define LG_EVENTS 1024
+#define LG_WHY_MAX 160            /* the text kept for the first failure of a kind */
 
 /* ---------------------------------------------------------------------- */
 /* Histograms */
@@ -179,12 +191,22 @@ enum lg_fail {
     LG_FAIL_HANDSHAKE, /* 101 without a valid accept, or a bad frame before ready */
     LG_FAIL_SUBSCRIBE, /* the subscribe got an error instead of an ack */
     LG_FAIL_IO,        /* a write to the socket failed */
+    LG_FAIL_TLS_VERIFY,/* the server's certificate did not verify (wss://) */
+    LG_FAIL_TLS,       /* any other TLS handshake failure */
     LG_FAIL_N
 };
 
 static const char *const lg_fail_names[LG_FAIL_N] = {
     "refused", "connect_error", "timeout", "http_status",
-    "closed", "bad_handshake", "subscribe_error", "io"};
+    "closed", "bad_handshake", "subscribe_error", "io",
+    "tls_verify", "tls_handshake"};
+
+/* What a failure says when there is no errno or TLS reason to tell. */
+static const char *const lg_fail_texts[LG_FAIL_N] = {
+    "connection refused", "connect failed", "not ready within --timeout", "HTTP status",
+    "closed before ready", "invalid upgrade answer or frame before ready",
+    "error answer to the subscribe", "write failed",
+    "certificate verify failed", "TLS handshake failed"};
 
 /* A small table of numeric codes and their counts (HTTP statuses, close
  * codes). Codes past LG_CODES_MAX distinct ones are counted under 0. */
@@ -225,19 +247,35 @@ struct lg_result {
     json_t *config;          /* owned */
     uint64_t target, opened, failed, closed, open_at_end;
     uint64_t fail[LG_FAIL_N];
+    char why[LG_FAIL_N][LG_WHY_MAX]; /* the first failure of each kind; "" if none */
     struct lg_codes http;    /* statuses of LG_FAIL_HTTP */
     struct lg_codes close;   /* close codes of established connections */
     uint64_t err_protocol;   /* broker frames that break RFC 6455 */
     uint64_t err_io;         /* socket errors on established connections */
-    uint64_t frames, messages, bytes, payload_bytes;
+    uint64_t err_tls;        /* TLS errors on established connections */
+    uint64_t frames, messages, payload_bytes;
+    uint64_t bytes;          /* application bytes: the HTTP answer and the
+                                WebSocket stream (decrypted over TLS) */
+    uint64_t wire_bytes;     /* read from the sockets: TLS records over wss://,
+                                the same as bytes over ws:// */
     uint64_t sampled_frames, bad_frames, no_ts;
     double elapsed_s, measure_s, connect_s;
-    double frames_ps, messages_ps, bytes_ps;
+    double frames_ps, messages_ps, bytes_ps, wire_bytes_ps;
+    struct lg_hist tcp;      /* connect() to TCP established */
     struct lg_hist upgrade;  /* connect() to 101 */
     struct lg_hist ready;    /* connect() to ack (frame mode) */
     struct lg_hist latency;  /* publish to kernel receipt, per message */
     struct lg_hist lag;      /* kernel receipt to our parse, per sampled frame */
     uint64_t kernel_ts;      /* sampled frames timed by the kernel */
+    /* TLS handshakes, full and resumed (their counts are the histograms'). */
+    uint64_t tls_offered;    /* connects that offered a kept session */
+    struct lg_hist tls_full, tls_resumed;         /* connect() to TLS established */
+    struct lg_hist upgrade_full, upgrade_resumed; /* connect() to 101, by kind */
+    char tls_negotiated[64]; /* protocol and cipher of the first handshake */
+    /* This process's memory, for the cost of a connection. */
+    uint64_t rss_before_kib; /* before the first connect() */
+    uint64_t rss_ready_kib;  /* when every connection was ready or failed */
+    uint64_t rss_end_kib;    /* at the end, before the connections close */
 };
 
 static void lg_result_add(struct lg_result *dst, const struct lg_result *src)
@@ -250,17 +288,22 @@ static void lg_result_add(struct lg_result *dst, const struct lg_result *src)
     dst->failed += src->failed;
     dst->closed += src->closed;
     dst->open_at_end += src->open_at_end;
-    for (i = 0; i < LG_FAIL_N; i++)
+    for (i = 0; i < LG_FAIL_N; i++) {
         dst->fail[i] += src->fail[i];
+        if (dst->why[i][0] == '\0')
+            memcpy(dst->why[i], src->why[i], sizeof(dst->why[i]));
+    }
     for (i = 0; i < src->http.n; i++)
         lg_codes_add(&dst->http, src->http.e[i].code, src->http.e[i].count);
     for (i = 0; i < src->close.n; i++)
         lg_codes_add(&dst->close, src->close.e[i].code, src->close.e[i].count);
     dst->err_protocol += src->err_protocol;
     dst->err_io += src->err_io;
+    dst->err_tls += src->err_tls;
     dst->frames += src->frames;
     dst->messages += src->messages;
     dst->bytes += src->bytes;
+    dst->wire_bytes += src->wire_bytes;
     dst->payload_bytes += src->payload_bytes;
     dst->sampled_frames += src->sampled_frames;
     dst->bad_frames += src->bad_frames;
@@ -274,10 +317,23 @@ static void lg_result_add(struct lg_result *dst, const struct lg_result *src)
     dst->frames_ps += src->frames_ps;
     dst->messages_ps += src->messages_ps;
     dst->bytes_ps += src->bytes_ps;
+    dst->wire_bytes_ps += src->wire_bytes_ps;
+    lg_hist_add(&dst->tcp, &src->tcp);
     lg_hist_add(&dst->upgrade, &src->upgrade);
     lg_hist_add(&dst->ready, &src->ready);
     lg_hist_add(&dst->latency, &src->latency);
     lg_hist_add(&dst->lag, &src->lag);
+    dst->tls_offered += src->tls_offered;
+    lg_hist_add(&dst->tls_full, &src->tls_full);
+    lg_hist_add(&dst->tls_resumed, &src->tls_resumed);
+    lg_hist_add(&dst->upgrade_full, &src->upgrade_full);
+    lg_hist_add(&dst->upgrade_resumed, &src->upgrade_resumed);
+    if (dst->tls_negotiated[0] == '\0')
+        memcpy(dst->tls_negotiated, src->tls_negotiated, sizeof(dst->tls_negotiated));
+    /* Memory of processes side by side adds up. */
+    dst->rss_before_kib += src->rss_before_kib;
+    dst->rss_ready_kib += src->rss_ready_kib;
+    dst->rss_end_kib += src->rss_end_kib;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -395,16 +451,65 @@ static json_t *lg_fail_json(const uint64_t *fail)
     return o;
 }
 
+/* The first failure of each kind that happened, {"kind": "text"}. */
+static json_t *lg_why_json(const struct lg_result *r)
+{
+    json_t *o = json_object();
+    unsigned i;
+
+    if (o == NULL)
+        return NULL;
+    for (i = 0; i < LG_FAIL_N; i++) {
+        if (r->why[i][0] == '\0')
+            continue;
+        if (json_object_set_new(o, lg_fail_names[i], json_string(r->why[i])) != 0) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
+static json_t *lg_tls_json(const struct lg_result *r)
+{
+    return json_pack("{sI sI sI sI ss s{so so} s{so so}}",
+                     "handshakes", LG_JI(r->tls_full.count + r->tls_resumed.count),
+                     "full", LG_JI(r->tls_full.count),
+                     "resumed", LG_JI(r->tls_resumed.count),
+                     "offered", LG_JI(r->tls_offered),
+                     "negotiated", r->tls_negotiated,
+                     "established",
+                         "full", lg_hist_json(&r->tls_full),
+                         "resumed", lg_hist_json(&r->tls_resumed),
+                     "upgrade",
+                         "full", lg_hist_json(&r->upgrade_full),
+                         "resumed", lg_hist_json(&r->upgrade_resumed));
+}
+
+/* RSS grown from before the first connect() to the end, per connection
+ * open at the end; 0 when there is none. */
+static double lg_per_conn_bytes(const struct lg_result *r)
+{
+    if (r->open_at_end == 0 || r->rss_end_kib < r->rss_before_kib)
+        return 0;
+    return round((double)(r->rss_end_kib - r->rss_before_kib) * 1024.0 / (double)r->open_at_end);
+}
+
 /* The summary of r; NULL when memory runs out. The layout is documented in
  * scripts/TOOLS.md, and lg_result_load() must stay its mirror. */
 static json_t *lg_result_json(const struct lg_result *r)
 {
+    static struct lg_hist tls_all; /* 11 KiB: not on the stack */
+
+    memset(&tls_all, 0, sizeof(tls_all));
+    lg_hist_add(&tls_all, &r->tls_full);
+    lg_hist_add(&tls_all, &r->tls_resumed);
     return json_pack(
         "{ss sI sO* sf sf"
-        " s{sI sI sI sI sI so so}"
-        " s{sf so so}"
-        " s{sI sI sI sI sf sf sf sI sI sI sI}"
-        " so so so s{sI sI}}",
+        " s{sI sI sI sI sI so so so}"
+        " s{sf so so so so}"
+        " s{sI sI sI sI sI sf sf sf sf sI sI sI sI}"
+        " so so so so s{sI sI sI sf} s{sI sI sI}}",
         "tool", "loadgen",
         "processes", LG_JI(r->processes),
         "config", r->config,
@@ -417,47 +522,87 @@ static json_t *lg_result_json(const struct lg_result *r)
             "closed", LG_JI(r->closed),
             "open_at_end", LG_JI(r->open_at_end),
             "failures", lg_fail_json(r->fail),
+            "first_failure", lg_why_json(r),
             "http_status", lg_codes_json(&r->http),
         "handshake",
             "all_connected_s", round(r->connect_s * 1000.0) / 1000.0,
+            "tcp", lg_hist_json(&r->tcp),
+            "tls", lg_hist_json(&tls_all),
             "upgrade", lg_hist_json(&r->upgrade),
             "ready", lg_hist_json(&r->ready),
         "received",
             "frames", LG_JI(r->frames),
             "messages", LG_JI(r->messages),
             "bytes", LG_JI(r->bytes),
+            "wire_bytes", LG_JI(r->wire_bytes),
             "payload_bytes", LG_JI(r->payload_bytes),
             "frames_per_s", round(r->frames_ps * 10.0) / 10.0,
             "messages_per_s", round(r->messages_ps * 10.0) / 10.0,
             "bytes_per_s", round(r->bytes_ps),
+            "wire_bytes_per_s", round(r->wire_bytes_ps),
             "sampled_frames", LG_JI(r->sampled_frames),
             "bad_frames", LG_JI(r->bad_frames),
             "messages_without_ts", LG_JI(r->no_ts),
             "kernel_timestamps", LG_JI(r->kernel_ts),
+        "tls", lg_tls_json(r),
         "latency", lg_hist_json(&r->latency),
         "client_lag", lg_hist_json(&r->lag),
         "close_codes", lg_codes_json(&r->close),
+        "client_memory",
+            "rss_before_kib", LG_JI(r->rss_before_kib),
+            "rss_ready_kib", LG_JI(r->rss_ready_kib),
+            "rss_end_kib", LG_JI(r->rss_end_kib),
+            "per_connection_bytes", lg_per_conn_bytes(r),
         "errors",
             "protocol", LG_JI(r->err_protocol),
-            "io", LG_JI(r->err_io));
+            "io", LG_JI(r->err_io),
+            "tls", LG_JI(r->err_tls));
+}
+
+/* Reads back what lg_tls_json() wrote; a summary without TLS (older
+ * loadgen) leaves r's TLS fields zero. Returns 0 or -1. */
+static int lg_tls_load(json_t *o, struct lg_result *r)
+{
+    json_int_t offered = 0;
+    const char *negotiated = "";
+    json_t *full, *resumed, *up_full, *up_resumed;
+
+    if (o == NULL)
+        return 0;
+    if (json_unpack(o, "{sI s?s s{so so} s{so so}}", "offered", &offered,
+                    "negotiated", &negotiated,
+                    "established", "full", &full, "resumed", &resumed,
+                    "upgrade", "full", &up_full, "resumed", &up_resumed) != 0 ||
+        offered < 0 || lg_hist_load(full, &r->tls_full) != 0 ||
+        lg_hist_load(resumed, &r->tls_resumed) != 0 ||
+        lg_hist_load(up_full, &r->upgrade_full) != 0 ||
+        lg_hist_load(up_resumed, &r->upgrade_resumed) != 0)
+        return -1;
+    r->tls_offered = (uint64_t)offered;
+    snprintf(r->tls_negotiated, sizeof(r->tls_negotiated), "%s", negotiated);
+    return 0;
 }
 
 /* Fills r from a summary (adding nothing to what r held: r must be zeroed).
- * Returns 0, or -1 with *why set when root is not a loadgen summary. */
+ * Returns 0, or -1 with *why set when root is not a loadgen summary. Parts
+ * that older loadgen versions did not write are optional. */
 static int lg_result_load(json_t *root, struct lg_result *r, const char **why)
 {
     json_int_t processes, target, opened, failed, closed, open_end, frames, messages,
-        bytes, payload, sampled, bad, no_ts, kernel_ts, protocol, io;
-    json_t *config, *failures, *http, *close, *upgrade, *ready, *latency, *lag;
-    const char *tool;
+        bytes, payload, sampled, bad, no_ts, kernel_ts, protocol, io, wire = -1, err_tls = 0,
+        rss_before = 0, rss_ready = 0, rss_end = 0;
+    json_t *config, *failures, *first = NULL, *http = NULL, *close = NULL, *tcp = NULL,
+        *upgrade, *ready, *latency, *lag, *tls = NULL, *memory = NULL;
+    const char *tool, *key;
+    json_t *v;
     unsigned i;
 
     if (json_unpack(root,
                     "{ss sI so sF sF"
-                    " s{sI sI sI sI sI so s?o}"
-                    " s{sF so so}"
-                    " s{sI sI sI sI sF sF sF sI sI sI sI}"
-                    " so so s?o s{sI sI}}",
+                    " s{sI sI sI sI sI so s?o s?o}"
+                    " s{sF s?o so so}"
+                    " s{sI sI sI s?I sI sF sF sF s?F sI sI sI sI}"
+                    " s?o so so s?o s?o s{sI sI s?I}}",
                     "tool", &tool,
                     "processes", &processes,
                     "config", &config,
@@ -466,23 +611,28 @@ static int lg_result_load(json_t *root, struct lg_result *r, const char **why)
                     "connections",
                         "target", &target, "opened", &opened, "failed", &failed,
                         "closed", &closed, "open_at_end", &open_end,
-                        "failures", &failures, "http_status", &http,
+                        "failures", &failures, "first_failure", &first,
+                        "http_status", &http,
                     "handshake",
                         "all_connected_s", &r->connect_s,
-                        "upgrade", &upgrade, "ready", &ready,
+                        "tcp", &tcp, "upgrade", &upgrade, "ready", &ready,
                     "received",
                         "frames", &frames, "messages", &messages, "bytes", &bytes,
+                        "wire_bytes", &wire,
                         "payload_bytes", &payload,
                         "frames_per_s", &r->frames_ps,
                         "messages_per_s", &r->messages_ps,
                         "bytes_per_s", &r->bytes_ps,
+                        "wire_bytes_per_s", &r->wire_bytes_ps,
                         "sampled_frames", &sampled, "bad_frames", &bad,
                         "messages_without_ts", &no_ts,
                         "kernel_timestamps", &kernel_ts,
+                    "tls", &tls,
                     "latency", &latency,
                     "client_lag", &lag,
                     "close_codes", &close,
-                    "errors", "protocol", &protocol, "io", &io) != 0 ||
+                    "client_memory", &memory,
+                    "errors", "protocol", &protocol, "io", &io, "tls", &err_tls) != 0 ||
         strcmp(tool, "loadgen") != 0) {
         *why = "not a loadgen summary";
         return -1;
@@ -495,12 +645,24 @@ static int lg_result_load(json_t *root, struct lg_result *r, const char **why)
     r->closed = (uint64_t)closed;
     r->open_at_end = (uint64_t)open_end;
     for (i = 0; i < LG_FAIL_N; i++) {
-        json_t *v = json_object_get(failures, lg_fail_names[i]);
+        v = json_object_get(failures, lg_fail_names[i]);
         r->fail[i] = json_is_integer(v) ? (uint64_t)json_integer_value(v) : 0;
+    }
+    if (json_is_object(first)) {
+        json_object_foreach(first, key, v) {
+            for (i = 0; i < LG_FAIL_N && strcmp(key, lg_fail_names[i]) != 0; i++)
+                ;
+            if (i < LG_FAIL_N && json_is_string(v))
+                snprintf(r->why[i], sizeof(r->why[i]), "%s", json_string_value(v));
+        }
     }
     r->frames = (uint64_t)frames;
     r->messages = (uint64_t)messages;
     r->bytes = (uint64_t)bytes;
+    /* Without TLS, what was read is what went over the wire. */
+    r->wire_bytes = wire >= 0 ? (uint64_t)wire : (uint64_t)bytes;
+    if (wire < 0)
+        r->wire_bytes_ps = r->bytes_ps;
     r->payload_bytes = (uint64_t)payload;
     r->sampled_frames = (uint64_t)sampled;
     r->bad_frames = (uint64_t)bad;
@@ -508,15 +670,31 @@ static int lg_result_load(json_t *root, struct lg_result *r, const char **why)
     r->kernel_ts = (uint64_t)kernel_ts;
     r->err_protocol = (uint64_t)protocol;
     r->err_io = (uint64_t)io;
+    r->err_tls = (uint64_t)err_tls;
     if (lg_codes_load(http, &r->http) != 0 || lg_codes_load(close, &r->close) != 0) {
         *why = "malformed http_status or close_codes";
         return -1;
     }
-    if (lg_hist_load(upgrade, &r->upgrade) != 0 || lg_hist_load(ready, &r->ready) != 0 ||
+    if ((tcp != NULL && lg_hist_load(tcp, &r->tcp) != 0) ||
+        lg_hist_load(upgrade, &r->upgrade) != 0 || lg_hist_load(ready, &r->ready) != 0 ||
         lg_hist_load(latency, &r->latency) != 0 || lg_hist_load(lag, &r->lag) != 0) {
         *why = "malformed histogram";
         return -1;
     }
+    if (lg_tls_load(tls, r) != 0) {
+        *why = "malformed tls";
+        return -1;
+    }
+    if (memory != NULL &&
+        (json_unpack(memory, "{sI sI sI}", "rss_before_kib", &rss_before,
+                     "rss_ready_kib", &rss_ready, "rss_end_kib", &rss_end) != 0 ||
+         rss_before < 0 || rss_ready < 0 || rss_end < 0)) {
+        *why = "malformed client_memory";
+        return -1;
+    }
+    r->rss_before_kib = (uint64_t)rss_before;
+    r->rss_ready_kib = (uint64_t)rss_ready;
+    r->rss_end_kib = (uint64_t)rss_end;
     return 0;
 }
 
@@ -554,6 +732,7 @@ done:
 enum lg_state {
     LG_NEW = 0,
     LG_CONNECTING, /* connect() in progress */
+    LG_TLS,        /* TCP up, TLS handshake in progress (wss://) */
     LG_UPGRADING,  /* request sent, reading the HTTP answer */
     LG_SUBSCRIBING,/* 101 received, subscribe sent, waiting for the ack */
     LG_OPEN,       /* counting batches */
@@ -580,6 +759,22 @@ struct lg_scan {
 #define LG_F_IN_MSG 0x04  /* a data message is open (fragments may follow) */
 #define LG_F_GATHER 0x08  /* the open data message is kept whole in c->in */
 
+/* The TLS side of a wss:// connection, allocated with its handshake; a
+ * ws:// connection has none. */
+struct lg_tls {
+    SSL *ssl;
+    struct proto_buf out; /* client frames SSL_write() could not take yet;
+                             empty (no memory) unless a write is blocked */
+    uint8_t flags;        /* LG_T_* */
+};
+
+#define LG_T_EPOLLIN 0x01  /* registered for EPOLLIN */
+#define LG_T_EPOLLOUT 0x02 /* registered for EPOLLOUT */
+#define LG_T_RD_OUT 0x04   /* the handshake or SSL_read() waits until the socket takes bytes */
+#define LG_T_WR_OUT 0x08   /* the blocked SSL_write() waits likewise (else it waits to read) */
+#define LG_T_OFFERED 0x10  /* a kept session was offered (--tls-resume) */
+#define LG_T_FATAL 0x20    /* OpenSSL reported a fatal error: no close_notify */
+
 struct lg_conn {
     struct lg_conn *prev, *next; /* handshakes in flight, oldest first */
     int64_t t0;                  /* connect() called, monotonic us */
@@ -587,6 +782,7 @@ struct lg_conn {
     struct proto_buf in;         /* HTTP answer or gathered message, only while
                                     incomplete; empty (no memory) otherwise */
     uint8_t *ctl;                /* a control frame split across reads */
+    struct lg_tls *tls;          /* wss:// only; NULL for ws:// */
     struct lg_scan scan;
     uint32_t id;
     uint32_t nmsg;               /* data messages started, for --sample */
@@ -616,7 +812,14 @@ static struct {
     const char *json_path;
     int quiet;
     int idle;
+    const char *ca;          /* --ca: the only trusted certificates */
+    int insecure;            /* --insecure: no certificate check */
+    int tls_resume;          /* --tls-resume */
+    const char *tls_version; /* --tls-version as given, or NULL */
     /* from the URL */
+    int tls;        /* wss:// */
+    char *host;     /* for SNI and the certificate check */
+    int host_is_ip; /* an IP literal: no SNI (RFC 6066 3), checked as an IP */
     char *hostport; /* for Host: */
     char *target;   /* path and query as sent, without the ?channels= we add */
     struct sockaddr_storage addr;
@@ -641,16 +844,22 @@ static struct {
     struct lg_conn *fl_head, *fl_tail;
     int64_t start, first_connect, measure_start;
     int ramp_done;
-    unsigned warned;                /* bit per enum lg_fail already explained */
     struct lg_hist lat_iv;          /* latency of the current report interval */
     struct lg_hist lag_iv;          /* client lag of the current report interval */
     int64_t rx_real;                /* kernel receipt of the current read, us
                                        since the epoch; 0 when unknown */
     struct {                        /* counters at the last report */
         int64_t t;
-        uint64_t frames, messages, bytes;
+        uint64_t frames, messages, bytes, wire_bytes;
     } last, at_measure;
 } lg;
+
+/* TLS for every wss:// connection of the process. */
+static struct {
+    SSL_CTX *ctx;
+    BIO_METHOD *bio;      /* lg_bio_*: the socket under each SSL */
+    SSL_SESSION *session; /* offered on later connects (--tls-resume); owned */
+} lg_ssl;
 
 static struct lg_result res;
 static uint8_t lg_rbuf[LG_RBUF_SIZE];
@@ -720,10 +929,35 @@ static void lg_inflight_unlink(struct lg_conn *c)
     lg.inflight--;
 }
 
+/* Ends c's TLS: a close_notify when the handshake was done and nothing
+ * fatal happened (best effort, like our close frame: nothing waits for the
+ * peer's), then the SSL object and what waited to be written. */
+static void lg_tls_free(struct lg_conn *c)
+{
+    struct lg_tls *t = c->tls;
+
+    if (t->ssl != NULL) {
+        if (SSL_is_init_finished(t->ssl) && !(t->flags & LG_T_FATAL) && SSL_shutdown(t->ssl) < 0)
+            ERR_clear_error(); /* the socket is gone or full: leave without it */
+        /* A session whose connection ended without our close_notify would be
+         * marked not resumable when the SSL is freed (OpenSSL's
+         * ssl_clear_bad_session), and with --tls-resume that session may be
+         * the one every later connect offers. The connection's end says
+         * nothing about the session: keep it usable. */
+        SSL_set_shutdown(t->ssl, SSL_get_shutdown(t->ssl) | SSL_SENT_SHUTDOWN);
+        SSL_free(t->ssl); /* and its BIO */
+    }
+    proto_buf_free(&t->out);
+    free(t);
+    c->tls = NULL;
+}
+
 /* Closes the socket and frees the buffers; c stays in the array as LG_DONE
  * so that events already fetched for it are ignored. */
 static void lg_conn_release(struct lg_conn *c)
 {
+    if (c->tls != NULL) /* before the socket: close_notify goes over it */
+        lg_tls_free(c);
     if (c->fd >= 0 && close(c->fd) != 0 && errno != EINTR)
         res.err_io++;
     c->fd = -1;
@@ -733,25 +967,36 @@ static void lg_conn_release(struct lg_conn *c)
     c->state = LG_DONE;
 }
 
-/* A connection that never became ready: count why. err is the errno that
- * explains it, or 0; the first of each kind is shown. */
-static void lg_conn_fail(struct lg_conn *c, enum lg_fail kind, int err, unsigned status)
+/* A connection that never became ready: count it under kind, and keep why
+ * (borrowed) for the summary when it is the first of its kind, which is
+ * also shown on stderr. */
+static void lg_conn_fail_why(struct lg_conn *c, enum lg_fail kind, const char *why)
 {
     res.failed++;
     res.fail[kind]++;
-    if (kind == LG_FAIL_HTTP)
-        lg_codes_add(&res.http, status, 1);
-    if (!(lg.warned & (1u << kind)) && !opt.quiet) {
-        lg.warned |= 1u << kind;
-        if (kind == LG_FAIL_HTTP)
-            fprintf(stderr, "loadgen: connection %u: HTTP status %u (first of its kind)\n",
-                    c->id, status);
-        else
-            fprintf(stderr, "loadgen: connection %u failed: %s%s%s (first of its kind)\n",
-                    c->id, lg_fail_names[kind], err ? ": " : "", err ? strerror(err) : "");
+    if (res.why[kind][0] == '\0') {
+        snprintf(res.why[kind], sizeof(res.why[kind]), "connection %u: %s", c->id, why);
+        if (!opt.quiet)
+            fprintf(stderr, "loadgen: %s: %s (first of its kind)\n", lg_fail_names[kind],
+                    res.why[kind]);
     }
     lg_inflight_unlink(c);
     lg_conn_release(c);
+}
+
+/* The same, explained by err (an errno, or 0) and, for LG_FAIL_HTTP, by
+ * the status. */
+static void lg_conn_fail(struct lg_conn *c, enum lg_fail kind, int err, unsigned status)
+{
+    char why[LG_WHY_MAX];
+
+    if (kind == LG_FAIL_HTTP) {
+        lg_codes_add(&res.http, status, 1);
+        snprintf(why, sizeof(why), "HTTP status %u", status);
+    } else {
+        snprintf(why, sizeof(why), "%s", err ? strerror(err) : lg_fail_texts[kind]);
+    }
+    lg_conn_fail_why(c, kind, why);
 }
 
 /* An established connection ended; code is the close code the broker sent,
@@ -786,9 +1031,103 @@ static void lg_conn_ready(struct lg_conn *c, int64_t now)
         lg_hist_record(&res.ready, (uint64_t)(now - c->t0));
 }
 
+/* ---------------------------------------------------------------------- */
+/* TLS: what the loop asks of the socket, and writes */
+
+/* Registers c's socket for what its TLS waits for: always EPOLLIN (data,
+ * or the end, may come at any time), EPOLLOUT only while the handshake, a
+ * read or a blocked write waits until the socket takes bytes. Touches epoll
+ * only when that changes. Returns 0, or -1 with errno set. */
+static int lg_tls_interest(struct lg_conn *c)
+{
+    struct lg_tls *t = c->tls;
+    int out = (t->flags & (LG_T_RD_OUT | LG_T_WR_OUT)) != 0;
+    uint8_t want = (uint8_t)(LG_T_EPOLLIN | (out ? LG_T_EPOLLOUT : 0));
+    struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = c};
+
+    if ((t->flags & (LG_T_EPOLLIN | LG_T_EPOLLOUT)) == want)
+        return 0;
+    if (epoll_ctl(lg.ep, EPOLL_CTL_MOD, c->fd, &ev) != 0)
+        return -1;
+    t->flags = (uint8_t)((t->flags & ~(LG_T_EPOLLIN | LG_T_EPOLLOUT)) | want);
+    return 0;
+}
+
+/* SSL_write() on c returned r <= 0. Returns 0 when it only waits for the
+ * socket, writable (LG_T_WR_OUT) or readable (a write that needs a read
+ * first, as TLS may at any time; EPOLLIN is always registered), or -1 with
+ * errno set when the connection failed. */
+static int lg_tls_write_blocked(struct lg_conn *c, int r)
+{
+    struct lg_tls *t = c->tls;
+    int err = errno, e = SSL_get_error(t->ssl, r);
+
+    if (e == SSL_ERROR_WANT_WRITE) {
+        t->flags |= LG_T_WR_OUT;
+        return 0;
+    }
+    if (e == SSL_ERROR_WANT_READ) {
+        t->flags &= (uint8_t)~LG_T_WR_OUT;
+        return 0;
+    }
+    t->flags |= LG_T_FATAL;
+    if (e == SSL_ERROR_SSL)
+        res.err_tls++;
+    ERR_clear_error(); /* OpenSSL wants the queue empty before the next call */
+    errno = e == SSL_ERROR_SYSCALL && err != 0 ? err : EIO;
+    return -1;
+}
+
+/* Retries the blocked write: SSL_write() again with what waits in t->out
+ * (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER: the bytes may have moved, and more
+ * may follow them). Returns 0, or -1 with errno set. */
+static int lg_tls_flush(struct lg_conn *c)
+{
+    struct lg_tls *t = c->tls;
+    int r = SSL_write(t->ssl, t->out.data, (int)t->out.len);
+
+    if (r > 0) {
+        proto_buf_free(&t->out); /* idle connections keep no buffer */
+        t->flags &= (uint8_t)~LG_T_WR_OUT;
+    } else if (lg_tls_write_blocked(c, r) != 0) {
+        return -1;
+    }
+    return lg_tls_interest(c);
+}
+
+/* Writes a client message p[0..n) (borrowed) over TLS. Without
+ * SSL_MODE_ENABLE_PARTIAL_WRITE, SSL_write() takes all of it or nothing;
+ * when it cannot now, the bytes are copied to t->out, later messages queue
+ * behind them, and the next event on the socket retries. Returns 0, or -1
+ * with errno set when the connection is unusable. */
+static int lg_tls_write(struct lg_conn *c, const void *p, size_t n)
+{
+    struct lg_tls *t = c->tls;
+    int r;
+
+    if (t->out.len > 0) { /* keep the order */
+        if (proto_buf_append(&t->out, p, n) != 0) {
+            errno = ENOMEM;
+            return -1;
+        }
+        return lg_tls_flush(c);
+    }
+    r = SSL_write(t->ssl, p, (int)n);
+    if (r > 0)
+        return 0;
+    if (lg_tls_write_blocked(c, r) != 0)
+        return -1;
+    if (proto_buf_append(&t->out, p, n) != 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return lg_tls_interest(c);
+}
+
 /* Sends one masked client frame (RFC 6455 5.3). Returns 0, or -1 when the
  * socket did not take all of it: the stream is then unusable. Client frames
- * are tiny, and the broker reads them, so the send buffer never fills. */
+ * are tiny, and the broker reads them, so the send buffer never fills (over
+ * TLS, a frame that must wait is kept, see lg_tls_write()). */
 static int lg_send_frame(struct lg_conn *c, unsigned opcode, const void *payload, size_t n)
 {
     const uint8_t *p = payload;
@@ -817,6 +1156,8 @@ static int lg_send_frame(struct lg_conn *c, unsigned opcode, const void *payload
     memcpy(f + hl, m, 4);
     for (i = 0; i < n; i++)
         f[hl + 4 + i] = p[i] ^ m[i & 3];
+    if (c->tls != NULL)
+        return lg_tls_write(c, f, hl + 4 + n);
     w = send(c->fd, f, hl + 4 + n, MSG_NOSIGNAL);
     return w == (ssize_t)(hl + 4 + n) ? 0 : -1;
 }
@@ -1306,6 +1647,31 @@ static int lg_upgrade_check(const char *head, size_t n, const char *key, unsigne
     return up && conn && acc && !ext ? -1 : LG_FAIL_HANDSHAKE;
 }
 
+/* --tls-resume: c got its 101, so its TLS session is complete (a TLS 1.3
+ * server sends its tickets right after the handshake, before any data).
+ * The first such session is kept and offered on every later connect, the
+ * same ticket each time: nginx's stateless tickets may be used again (RFC
+ * 8446 C.4 asks clients not to, for privacy, which a load test does not
+ * need). A full handshake in answer to the offer means the server no
+ * longer knows it (cache expiry, new ticket keys, tickets it takes once):
+ * then this connection's session replaces it. */
+static void lg_tls_keep_session(struct lg_conn *c)
+{
+    SSL_SESSION *sess;
+
+    if (lg_ssl.session != NULL &&
+        (!(c->tls->flags & LG_T_OFFERED) || SSL_session_reused(c->tls->ssl)))
+        return;
+    if ((sess = SSL_get1_session(c->tls->ssl)) == NULL)
+        return;
+    if (!SSL_SESSION_is_resumable(sess)) { /* no ticket or id: nothing to offer */
+        SSL_SESSION_free(sess);
+        return;
+    }
+    SSL_SESSION_free(lg_ssl.session);
+    lg_ssl.session = sess;
+}
+
 /* Sends {"action":"subscribe","channel":...,"rid":id[,"filter":...]}. */
 static int lg_subscribe_send(struct lg_conn *c)
 {
@@ -1331,6 +1697,7 @@ static void lg_upgrade_input(struct lg_conn *c, const uint8_t *p, size_t n)
     unsigned status = 0;
     const char *t;
     int kind;
+    uint64_t dt;
 
     if (proto_buf_append(&c->in, p, n) != 0) {
         lg_conn_fail(c, LG_FAIL_IO, ENOMEM, 0);
@@ -1353,7 +1720,13 @@ static void lg_upgrade_input(struct lg_conn *c, const uint8_t *p, size_t n)
         lg_conn_fail(c, (enum lg_fail)kind, 0, status);
         return;
     }
-    lg_hist_record(&res.upgrade, (uint64_t)(lg_clock_us(CLOCK_MONOTONIC) - c->t0));
+    dt = (uint64_t)(lg_clock_us(CLOCK_MONOTONIC) - c->t0);
+    lg_hist_record(&res.upgrade, dt);
+    if (c->tls != NULL) {
+        lg_hist_record(SSL_session_reused(c->tls->ssl) ? &res.upgrade_resumed : &res.upgrade_full, dt);
+        if (opt.tls_resume)
+            lg_tls_keep_session(c);
+    }
     if (opt.query_mode) {
         lg_conn_ready(c, lg_clock_us(CLOCK_MONOTONIC));
     } else {
@@ -1388,22 +1761,13 @@ static int lg_pct_encode(struct proto_buf *out, const char *s, size_t n)
     return rc;
 }
 
-/* connect() finished: send the upgrade request. */
-static void lg_on_connected(struct lg_conn *c)
+/* Sends the upgrade request; the answer comes on events (LG_UPGRADING). */
+static void lg_upgrade_send(struct lg_conn *c)
 {
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
     char key[25], name[PROTO_CHANNEL_MAX + 1];
-    int err = 0;
-    socklen_t len = sizeof(err);
     ssize_t w;
 
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-        err = errno;
-    if (err != 0) {
-        lg_conn_fail(c, err == ECONNREFUSED ? LG_FAIL_REFUSED :
-                        err == ETIMEDOUT ? LG_FAIL_TIMEOUT : LG_FAIL_CONNECT, err, 0);
-        return;
-    }
     lg_ws_key(c->id, key);
     proto_buf_reset(&lg_out);
     if (proto_buf_printf(&lg_out, "GET %s", opt.target) != 0)
@@ -1419,6 +1783,14 @@ static void lg_on_connected(struct lg_conn *c)
                          "Sec-WebSocket-Version: 13\r\nUser-Agent: loadgen\r\n\r\n",
                          opt.hostport, key) != 0)
         goto nomem;
+    if (c->tls != NULL) {
+        if (lg_tls_write(c, lg_out.data, lg_out.len) != 0 || lg_tls_interest(c) != 0) {
+            lg_conn_fail(c, LG_FAIL_IO, errno, 0);
+            return;
+        }
+        c->state = LG_UPGRADING;
+        return;
+    }
     /* A fresh socket's send buffer takes a few hundred bytes at once. */
     w = send(c->fd, lg_out.data, lg_out.len, MSG_NOSIGNAL);
     if (w != (ssize_t)lg_out.len) {
@@ -1436,21 +1808,24 @@ nomem:
     lg_conn_fail(c, LG_FAIL_IO, ENOMEM, 0);
 }
 
-static void lg_on_readable(struct lg_conn *c)
+/* One recvmsg() into buf; when it returns data, lg.rx_real gets the
+ * kernel's receive time of the last segment read (SO_TIMESTAMP), or 0. */
+static ssize_t lg_recv(int fd, void *buf, size_t cap)
 {
     union {
         char buf[CMSG_SPACE(sizeof(struct timeval))];
         struct cmsghdr align;
     } ctl;
-    struct iovec iov = {lg_rbuf, sizeof(lg_rbuf)};
+    struct iovec iov = {buf, cap};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
                         .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf)};
     struct cmsghdr *cm;
-    ssize_t n = recvmsg(c->fd, &mh, 0);
+    ssize_t n = recvmsg(fd, &mh, 0);
 
-    /* TCP reports the receive time of the last segment read (SO_TIMESTAMP). */
+    if (n <= 0)
+        return n;
     lg.rx_real = 0;
-    for (cm = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL; cm != NULL; cm = CMSG_NXTHDR(&mh, cm)) {
+    for (cm = CMSG_FIRSTHDR(&mh); cm != NULL; cm = CMSG_NXTHDR(&mh, cm)) {
         if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMP &&
             cm->cmsg_len >= CMSG_LEN(sizeof(struct timeval))) {
             struct timeval tv;
@@ -1458,6 +1833,24 @@ static void lg_on_readable(struct lg_conn *c)
             lg.rx_real = (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
         }
     }
+    return n;
+}
+
+/* n application bytes from the broker, whichever way they came. */
+static void lg_stream_input(struct lg_conn *c, const uint8_t *p, size_t n)
+{
+    res.bytes += (uint64_t)n;
+    if (c->state == LG_UPGRADING)
+        lg_upgrade_input(c, p, n);
+    else
+        lg_ws_input(c, p, n);
+}
+
+/* A ws:// socket is readable: one read, straight into the parsers. */
+static void lg_on_readable(struct lg_conn *c)
+{
+    ssize_t n = lg_recv(c->fd, lg_rbuf, sizeof(lg_rbuf));
+
     if (n < 0) {
         if (errno == EAGAIN || errno == EINTR)
             return;
@@ -1470,11 +1863,246 @@ static void lg_on_readable(struct lg_conn *c)
         lg_conn_lost(c, LG_FAIL_CLOSED, 0);
         return;
     }
-    res.bytes += (uint64_t)n;
-    if (c->state == LG_UPGRADING)
-        lg_upgrade_input(c, lg_rbuf, (size_t)n);
+    res.wire_bytes += (uint64_t)n;
+    lg_stream_input(c, lg_rbuf, (size_t)n);
+}
+
+/* ---------------------------------------------------------------------- */
+/* TLS: the socket BIO, the handshake and reads */
+
+/* The BIO under every SSL, instead of OpenSSL's socket BIO: reads with
+ * recvmsg() so that latency still ends at the kernel's receive time
+ * (lg_recv()), writes with MSG_NOSIGNAL (a socket BIO write()s, and a peer
+ * gone would raise SIGPIPE), and counts the bytes on the wire. Its data is
+ * the socket, which the connection owns. */
+static int lg_bio_read(BIO *b, char *buf, int len)
+{
+    ssize_t n;
+
+    BIO_clear_retry_flags(b);
+    if (len <= 0)
+        return 0;
+    n = lg_recv((int)(intptr_t)BIO_get_data(b), buf, (size_t)len);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        BIO_set_retry_read(b);
+    if (n > 0)
+        res.wire_bytes += (uint64_t)n;
+    return (int)n;
+}
+
+static int lg_bio_write(BIO *b, const char *buf, int len)
+{
+    ssize_t n;
+
+    BIO_clear_retry_flags(b);
+    if (len <= 0)
+        return 0;
+    n = send((int)(intptr_t)BIO_get_data(b), buf, (size_t)len, MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        BIO_set_retry_write(b);
+    return (int)n;
+}
+
+static long lg_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)b; /* the socket needs no control: writes go out at once */
+    (void)num;
+    (void)ptr;
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+/* A handshake, read or write on t failed (SSL_get_error() code e, err the
+ * errno right after the call): which failure kind that is, and why, in a
+ * line for the summary. Empties OpenSSL's error queue, which must be empty
+ * before the next call on any connection. */
+static enum lg_fail lg_tls_failure(struct lg_tls *t, int e, int err, char *why, size_t cap)
+{
+    unsigned long code = ERR_peek_error();
+    const char *reason = ERR_reason_error_string(code);
+    enum lg_fail kind = LG_FAIL_TLS;
+    long v;
+
+    t->flags |= LG_T_FATAL;
+    if (e == SSL_ERROR_SSL && ERR_GET_LIB(code) == ERR_LIB_SSL &&
+        ERR_GET_REASON(code) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+        v = SSL_get_verify_result(t->ssl);
+        snprintf(why, cap, "certificate verify failed: %s (X509 error %ld)",
+                 X509_verify_cert_error_string(v), v);
+        kind = LG_FAIL_TLS_VERIFY;
+    } else if (e == SSL_ERROR_SSL && ERR_GET_LIB(code) == ERR_LIB_SSL &&
+               ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        snprintf(why, cap, "connection closed during TLS");
+        kind = LG_FAIL_CLOSED;
+    } else if (e == SSL_ERROR_SSL) {
+        snprintf(why, cap, "TLS: %s", reason != NULL ? reason : "error without a reason");
+    } else if (e == SSL_ERROR_ZERO_RETURN) {
+        snprintf(why, cap, "TLS close_notify");
+        kind = LG_FAIL_CLOSED;
+    } else if (e == SSL_ERROR_SYSCALL) {
+        snprintf(why, cap, "%s", err != 0 ? strerror(err) : "connection closed during TLS");
+        kind = err == ECONNREFUSED ? LG_FAIL_REFUSED : LG_FAIL_CLOSED;
+    } else {
+        snprintf(why, cap, "TLS: SSL_get_error %d", e);
+    }
+    ERR_clear_error();
+    return kind;
+}
+
+/* Reads what TLS has for c and passes it on, until OpenSSL holds nothing
+ * more: bytes still in the socket make epoll (level-triggered) call again,
+ * bytes OpenSSL has read ahead would not. */
+static void lg_tls_read(struct lg_conn *c)
+{
+    struct lg_tls *t;
+    char why[LG_WHY_MAX];
+    enum lg_fail kind;
+    int r, e, err;
+
+    for (;;) {
+        t = c->tls;
+        r = SSL_read(t->ssl, lg_rbuf, (int)sizeof(lg_rbuf));
+        if (r > 0) {
+            t->flags &= (uint8_t)~LG_T_RD_OUT;
+            lg_stream_input(c, lg_rbuf, (size_t)r);
+            if (c->state == LG_DONE)
+                return;
+            if (SSL_has_pending(c->tls->ssl))
+                continue;
+            break;
+        }
+        err = errno;
+        e = SSL_get_error(t->ssl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            /* A read may need a write (TLS 1.3 key update, a 1.2
+             * renegotiation): then the socket must be writable first. */
+            if (e == SSL_ERROR_WANT_WRITE)
+                t->flags |= LG_T_RD_OUT;
+            else
+                t->flags &= (uint8_t)~LG_T_RD_OUT;
+            break;
+        }
+        kind = lg_tls_failure(t, e, err, why, sizeof(why));
+        if (c->state == LG_OPEN) {
+            if (kind == LG_FAIL_TLS)
+                res.err_tls++;
+            else if (e == SSL_ERROR_SYSCALL && err != 0 && err != ECONNRESET)
+                res.err_io++;
+            lg_conn_closed(c, 1006);
+        } else {
+            lg_conn_fail_why(c, kind, why);
+        }
+        return;
+    }
+    if (lg_tls_interest(c) != 0)
+        lg_conn_lost(c, LG_FAIL_IO, errno);
+}
+
+/* Drives c's TLS handshake (LG_TLS). Once it is done, counts it as full
+ * or resumed and sends the upgrade request over it. */
+static void lg_tls_handshake(struct lg_conn *c)
+{
+    struct lg_tls *t = c->tls;
+    char why[LG_WHY_MAX];
+    uint64_t dt;
+    int r = SSL_do_handshake(t->ssl), e, err = errno;
+
+    if (r != 1) {
+        e = SSL_get_error(t->ssl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            if (e == SSL_ERROR_WANT_WRITE)
+                t->flags |= LG_T_RD_OUT;
+            else
+                t->flags &= (uint8_t)~LG_T_RD_OUT;
+            if (lg_tls_interest(c) != 0)
+                lg_conn_fail(c, LG_FAIL_IO, errno, 0);
+            return;
+        }
+        lg_conn_fail_why(c, lg_tls_failure(t, e, err, why, sizeof(why)), why);
+        return;
+    }
+    t->flags &= (uint8_t)~LG_T_RD_OUT;
+    dt = (uint64_t)(lg_clock_us(CLOCK_MONOTONIC) - c->t0);
+    lg_hist_record(SSL_session_reused(t->ssl) ? &res.tls_resumed : &res.tls_full, dt);
+    if (res.tls_negotiated[0] == '\0')
+        snprintf(res.tls_negotiated, sizeof(res.tls_negotiated), "%s %s",
+                 SSL_get_version(t->ssl), SSL_get_cipher_name(t->ssl));
+    lg_upgrade_send(c);
+    if (c->state == LG_UPGRADING && SSL_has_pending(c->tls->ssl))
+        lg_tls_read(c);
+}
+
+/* An event on an upgraded (or upgrading) wss:// connection: first the
+ * blocked write, if any (what it waited for may have come), then reads. */
+static void lg_tls_on_event(struct lg_conn *c)
+{
+    lg.rx_real = 0;
+    if (c->tls->out.len > 0 && lg_tls_flush(c) != 0) {
+        lg_conn_lost(c, LG_FAIL_IO, errno);
+        return;
+    }
+    lg_tls_read(c);
+}
+
+/* TCP is up: puts an SSL object on c's socket and starts the handshake. */
+static void lg_tls_start(struct lg_conn *c)
+{
+    char why[LG_WHY_MAX];
+    struct lg_tls *t;
+    BIO *bio;
+
+    if ((t = calloc(1, sizeof(*t))) == NULL) {
+        lg_conn_fail(c, LG_FAIL_IO, ENOMEM, 0);
+        return;
+    }
+    c->tls = t;
+    t->flags = LG_T_EPOLLOUT; /* as lg_conn_start() registered the socket */
+    c->state = LG_TLS;
+    if ((t->ssl = SSL_new(lg_ssl.ctx)) == NULL || (bio = BIO_new(lg_ssl.bio)) == NULL)
+        goto fail;
+    BIO_set_data(bio, (void *)(intptr_t)c->fd);
+    BIO_set_init(bio, 1);
+    SSL_set_bio(t->ssl, bio, bio); /* the SSL owns it now */
+    if (!opt.host_is_ip && SSL_set_tlsext_host_name(t->ssl, opt.host) != 1)
+        goto fail;
+    if (opt.tls_resume && lg_ssl.session != NULL) {
+        /* OpenSSL marks a session not resumable after a fatal alert on a
+         * connection that used it: stop offering it, keep the next one
+         * (lg_tls_keep_session()). */
+        if (!SSL_SESSION_is_resumable(lg_ssl.session)) {
+            SSL_SESSION_free(lg_ssl.session);
+            lg_ssl.session = NULL;
+        } else {
+            if (SSL_set_session(t->ssl, lg_ssl.session) != 1)
+                goto fail;
+            t->flags |= LG_T_OFFERED;
+            res.tls_offered++;
+        }
+    }
+    SSL_set_connect_state(t->ssl);
+    lg_tls_handshake(c);
+    return;
+fail:
+    lg_conn_fail_why(c, lg_tls_failure(t, SSL_ERROR_SSL, 0, why, sizeof(why)), why);
+}
+
+/* connect() finished: TLS first for wss://, else the upgrade request. */
+static void lg_on_connected(struct lg_conn *c)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+        err = errno;
+    if (err != 0) {
+        lg_conn_fail(c, err == ECONNREFUSED ? LG_FAIL_REFUSED :
+                        err == ETIMEDOUT ? LG_FAIL_TIMEOUT : LG_FAIL_CONNECT, err, 0);
+        return;
+    }
+    lg_hist_record(&res.tcp, (uint64_t)(lg_clock_us(CLOCK_MONOTONIC) - c->t0));
+    if (opt.tls)
+        lg_tls_start(c);
     else
-        lg_ws_input(c, lg_rbuf, (size_t)n);
+        lg_upgrade_send(c);
 }
 
 /* Opens connection c: socket, optional source address, non-blocking
@@ -1535,8 +2163,14 @@ static void lg_on_event(struct lg_conn *c, uint32_t events)
         if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
             lg_on_connected(c);
         break;
+    case LG_TLS:
+        lg_tls_handshake(c);
+        break;
     case LG_UPGRADING: case LG_SUBSCRIBING: case LG_OPEN:
-        lg_on_readable(c);
+        if (c->tls != NULL)
+            lg_tls_on_event(c);
+        else
+            lg_on_readable(c);
         break;
     default: /* ended earlier in this batch of events */
         break;
@@ -1600,6 +2234,23 @@ static void lg_expire(int64_t now)
         lg_conn_fail(lg.fl_head, LG_FAIL_TIMEOUT, 0, 0);
 }
 
+/* This process's resident set in KiB (/proc/self/statm), 0 when unknown.
+ * Only growth is reported: what the connections cost. */
+static uint64_t lg_rss_kib(void)
+{
+    unsigned long long size, pages;
+    long page = sysconf(_SC_PAGESIZE);
+    FILE *f = fopen("/proc/self/statm", "r");
+    int ok;
+
+    if (f == NULL)
+        return 0;
+    ok = fscanf(f, "%llu %llu", &size, &pages) == 2;
+    if (fclose(f) != 0)
+        ok = 0;
+    return ok && page > 0 ? (uint64_t)pages * (uint64_t)page / 1024 : 0;
+}
+
 static void lg_on_signal(int sig)
 {
     (void)sig;
@@ -1616,6 +2267,7 @@ static int lg_run(void)
     uint32_t k;
     double window;
 
+    res.rss_before_kib = lg_rss_kib();
     lg.start = lg.last.t = now = lg_clock_us(CLOCK_MONOTONIC);
     next_report = now + interval;
     for (;;) {
@@ -1637,7 +2289,15 @@ static int lg_run(void)
             lg.at_measure.frames = res.frames;
             lg.at_measure.messages = res.messages;
             lg.at_measure.bytes = res.bytes;
-            if (!opt.quiet)
+            lg.at_measure.wire_bytes = res.wire_bytes;
+            res.rss_ready_kib = lg_rss_kib();
+            if (!opt.quiet && opt.tls)
+                fprintf(stderr, "loadgen: %llu of %u connections ready in %.3fs (%llu failed; "
+                                "TLS handshakes: %llu full, %llu resumed)\n",
+                        (unsigned long long)res.opened, opt.connections, res.connect_s,
+                        (unsigned long long)res.failed, (unsigned long long)res.tls_full.count,
+                        (unsigned long long)res.tls_resumed.count);
+            else if (!opt.quiet)
                 fprintf(stderr, "loadgen: %llu of %u connections ready in %.3fs (%llu failed)\n",
                         (unsigned long long)res.opened, opt.connections, res.connect_s,
                         (unsigned long long)res.failed);
@@ -1668,7 +2328,11 @@ static int lg_run(void)
         res.frames_ps = (double)(res.frames - lg.at_measure.frames) / window;
         res.messages_ps = (double)(res.messages - lg.at_measure.messages) / window;
         res.bytes_ps = (double)(res.bytes - lg.at_measure.bytes) / window;
+        res.wire_bytes_ps = (double)(res.wire_bytes - lg.at_measure.wire_bytes) / window;
     }
+    res.rss_end_kib = lg_rss_kib();
+    if (!lg.ramp_done)
+        res.rss_ready_kib = res.rss_end_kib;
     res.open_at_end = lg.open;
     res.target = opt.connections;
     /* Leave politely: a close frame (1000) and the socket closed. */
@@ -1689,7 +2353,7 @@ static int lg_run(void)
 static void lg_usage(FILE *f)
 {
     fprintf(f,
-"usage: loadgen --url ws://HOST:PORT/PATH [options]\n"
+"usage: loadgen --url ws[s]://HOST:PORT/PATH [options]\n"
 "       loadgen --merge FILE... [--json OUT]\n"
 "\n"
 "Opens N WebSocket connections to the broker, subscribes each to one channel,\n"
@@ -1699,7 +2363,8 @@ static void lg_usage(FILE *f)
 "Prints a line every --interval seconds on stderr and a JSON summary at the\n"
 "end (stdout, or --json FILE). Details: scripts/TOOLS.md.\n"
 "\n"
-"  --url URL              ws://HOST[:PORT]/PATH[?QUERY] (required; no wss)\n"
+"  --url URL              ws://HOST[:PORT]/PATH[?QUERY] or wss://... (TLS)\n"
+"                         (required)\n"
 "  -n, --connections N    connections to open (default 1)\n"
 "  -c, --concurrency C    handshakes in flight at most (default 100)\n"
 "  -k, --channels K       client i subscribes to PREFIX<i %% K> (default 1)\n"
@@ -1720,7 +2385,20 @@ static void lg_usage(FILE *f)
 "      --idle             hold connections only: no message counting or\n"
 "                         latency (frames, pings and closes are still handled)\n"
 "      --merge FILE...    add up summaries written by several loadgen runs\n"
+"\n"
+"TLS (wss:// only; the certificate is checked against the system's trust\n"
+"store and HOST by default, and SNI is HOST unless HOST is an IP address):\n"
+"      --ca FILE          trust only the certificates in FILE (PEM: a CA, or\n"
+"                         the server's own self-signed certificate)\n"
+"      --insecure         do not check the server's certificate\n"
+"      --tls-resume       keep the TLS session of the first connection to get\n"
+"                         its 101 and offer it on every later connect (the\n"
+"                         summary counts full and resumed handshakes)\n"
+"      --tls-version V    1.2 or 1.3 only (default: either)\n"
 "  -h, --help             this text\n"
+"\n"
+"Received bytes are application bytes (decrypted over TLS); what came over\n"
+"the wire, TLS records included, is received.wire_bytes in the summary.\n"
 "\n"
 "Exit status: 0, 1 on a usage or setup error, 2 when some connection could\n"
 "not be established.\n");
@@ -1759,21 +2437,27 @@ static int lg_parse_secs(const char *s, const char *what, double min, double *ou
     return 0;
 }
 
-/* Splits ws://HOST[:PORT][/PATH][?QUERY] and resolves HOST. */
+/* Splits ws[s]://HOST[:PORT][/PATH][?QUERY] and resolves HOST. */
 static int lg_parse_url(const char *url)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
     const char *auth, *rest, *port = "80";
     char host[256], portbuf[8];
+    unsigned char ip[sizeof(struct in6_addr)];
     size_t alen, hlen;
     const char *colon;
     int r;
 
-    if (strncasecmp(url, "ws://", 5) != 0) {
-        fprintf(stderr, "loadgen: --url must start with ws:// (wss is not supported)\n");
+    if (strncasecmp(url, "ws://", 5) == 0) {
+        auth = url + 5;
+    } else if (strncasecmp(url, "wss://", 6) == 0) {
+        auth = url + 6;
+        port = "443";
+        opt.tls = 1;
+    } else {
+        fprintf(stderr, "loadgen: --url must start with ws:// or wss://\n");
         return -1;
     }
-    auth = url + 5;
     alen = strcspn(auth, "/?");
     rest = auth + alen;
     if (alen == 0 || alen >= sizeof(host)) {
@@ -1793,6 +2477,9 @@ static int lg_parse_url(const char *url)
         memcpy(host, auth, hlen);
     }
     host[hlen] = '\0';
+    if ((opt.host = strdup(host)) == NULL)
+        return -1;
+    opt.host_is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
     if (colon != NULL) {
         size_t plen = (size_t)(auth + alen - colon - 1);
         if (plen == 0 || plen >= sizeof(portbuf))
@@ -1853,7 +2540,7 @@ static int lg_fd_limit(void)
 
 static json_t *lg_config_json(void)
 {
-    return json_pack("{ss sI sI sI ss ss ss* sf sf sI sI sf sb}",
+    return json_pack("{ss sI sI sI ss ss ss* sf sf sI sI sf sb sb ss* sb sb ss*}",
                      "url", opt.url,
                      "connections", LG_JI(opt.connections),
                      "concurrency", LG_JI(opt.concurrency),
@@ -1866,7 +2553,106 @@ static json_t *lg_config_json(void)
                      "sample", LG_JI(opt.sample),
                      "source_ips", LG_JI(opt.source_ips),
                      "timeout_s", opt.timeout,
-                     "idle", opt.idle);
+                     "idle", opt.idle,
+                     "tls", opt.tls,
+                     "tls_ca", opt.ca,
+                     "tls_verify", opt.tls && !opt.insecure,
+                     "tls_resume", opt.tls_resume,
+                     "tls_version", opt.tls_version);
+}
+
+/* Prints OpenSSL's reason for what failed, after "loadgen: what: ". */
+static void lg_tls_perror(const char *what)
+{
+    const char *reason = ERR_reason_error_string(ERR_peek_last_error());
+
+    fprintf(stderr, "loadgen: %s: %s\n", what, reason != NULL ? reason : "OpenSSL error");
+    ERR_clear_error();
+}
+
+/* The TLS client context every wss:// connection is made from, and the BIO
+ * method under them. Returns 0, or -1 with the reason printed; what was
+ * made is freed by lg_tls_cleanup(). */
+static int lg_tls_setup(void)
+{
+    int version = opt.tls_version == NULL ? 0 :
+                  strcmp(opt.tls_version, "1.2") == 0 ? TLS1_2_VERSION : TLS1_3_VERSION;
+    X509_VERIFY_PARAM *vp;
+    SSL_CTX *ctx;
+    int index = BIO_get_new_index();
+
+    if (index == -1 ||
+        (lg_ssl.bio = BIO_meth_new(index | BIO_TYPE_SOURCE_SINK, "loadgen socket")) == NULL ||
+        BIO_meth_set_read(lg_ssl.bio, lg_bio_read) != 1 ||
+        BIO_meth_set_write(lg_ssl.bio, lg_bio_write) != 1 ||
+        BIO_meth_set_ctrl(lg_ssl.bio, lg_bio_ctrl) != 1) {
+        lg_tls_perror("BIO method");
+        return -1;
+    }
+    if ((ctx = lg_ssl.ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
+        lg_tls_perror("SSL_CTX_new");
+        return -1;
+    }
+    /* TLS 1.2 and 1.3, as docker/nginx.conf offers. */
+    if (SSL_CTX_set_min_proto_version(ctx, version ? version : TLS1_2_VERSION) != 1 ||
+        (version != 0 && SSL_CTX_set_max_proto_version(ctx, version) != 1)) {
+        lg_tls_perror("--tls-version");
+        return -1;
+    }
+    /* Idle connections give their record buffers back; a write that must
+     * wait is retried from a copy of ours (lg_tls_write()); reads take
+     * whatever the socket has, not one record header at a time. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_read_ahead(ctx, 1);
+    if (opt.insecure) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        vp = SSL_CTX_get0_param(ctx);
+        if (opt.ca != NULL) {
+            if (SSL_CTX_load_verify_locations(ctx, opt.ca, NULL) != 1) {
+                /* OpenSSL says "system lib" for a missing file: say which. */
+                if (access(opt.ca, R_OK) != 0) {
+                    fprintf(stderr, "loadgen: --ca %s: %s\n", opt.ca, strerror(errno));
+                    ERR_clear_error();
+                } else {
+                    lg_tls_perror("--ca: no PEM certificate could be loaded");
+                }
+                return -1;
+            }
+            /* A certificate given is trusted as it is, CA or not (the
+             * stack's own is self-signed and no CA). */
+            if (X509_VERIFY_PARAM_set_flags(vp, X509_V_FLAG_PARTIAL_CHAIN) != 1) {
+                lg_tls_perror("X509_VERIFY_PARAM_set_flags");
+                return -1;
+            }
+        } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+            lg_tls_perror("the system trust store");
+            return -1;
+        }
+        /* The name checked is the URL's host: an IP address must be among
+         * the certificate's IP SANs, a name among its DNS names. */
+        if ((opt.host_is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, opt.host)
+                            : X509_VERIFY_PARAM_set1_host(vp, opt.host, 0)) != 1) {
+            lg_tls_perror("host for the certificate check");
+            return -1;
+        }
+    }
+    /* No client session cache (OpenSSL's default for clients), on purpose:
+     * with it on, OpenSSL marks a TLS 1.3 session not resumable once a
+     * handshake used it, so the one session --tls-resume keeps would
+     * resume one connection only (lg_tls_keep_session()). */
+    return 0;
+}
+
+static void lg_tls_cleanup(void)
+{
+    SSL_SESSION_free(lg_ssl.session);
+    lg_ssl.session = NULL;
+    SSL_CTX_free(lg_ssl.ctx);
+    lg_ssl.ctx = NULL;
+    BIO_meth_free(lg_ssl.bio);
+    lg_ssl.bio = NULL;
 }
 
 /* --merge: adds up the summaries in files[0..n) and writes the total. */
@@ -1913,7 +2699,8 @@ done:
 int main(int argc, char **argv)
 {
     enum { O_PREFIX = 256, O_MODE, O_FILTER, O_DURATION, O_INTERVAL, O_SAMPLE,
-           O_SOURCE_IPS, O_TIMEOUT, O_JSON, O_IDLE, O_MERGE, O_URL };
+           O_SOURCE_IPS, O_TIMEOUT, O_JSON, O_IDLE, O_MERGE, O_URL, O_CA, O_INSECURE,
+           O_TLS_RESUME, O_TLS_VERSION };
     static const struct option longopts[] = {
         {"url", required_argument, NULL, O_URL},
         {"connections", required_argument, NULL, 'n'},
@@ -1931,6 +2718,10 @@ int main(int argc, char **argv)
         {"quiet", no_argument, NULL, 'q'},
         {"idle", no_argument, NULL, O_IDLE},
         {"merge", no_argument, NULL, O_MERGE},
+        {"ca", required_argument, NULL, O_CA},
+        {"insecure", no_argument, NULL, O_INSECURE},
+        {"tls-resume", no_argument, NULL, O_TLS_RESUME},
+        {"tls-version", required_argument, NULL, O_TLS_VERSION},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     struct sigaction sa;
@@ -1990,6 +2781,16 @@ int main(int argc, char **argv)
         case 'q': opt.quiet = 1; break;
         case O_IDLE: opt.idle = 1; break;
         case O_MERGE: merge = 1; break;
+        case O_CA: opt.ca = optarg; break;
+        case O_INSECURE: opt.insecure = 1; break;
+        case O_TLS_RESUME: opt.tls_resume = 1; break;
+        case O_TLS_VERSION:
+            if (strcmp(optarg, "1.2") != 0 && strcmp(optarg, "1.3") != 0) {
+                fprintf(stderr, "loadgen: --tls-version is 1.2 or 1.3\n");
+                return 1;
+            }
+            opt.tls_version = optarg;
+            break;
         case 'h': lg_usage(stdout); return 0;
         default: lg_usage(stderr); return 1;
         }
@@ -2029,6 +2830,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "loadgen: --source-ips needs an IPv4 destination\n");
         goto done;
     }
+    if (!opt.tls && (opt.ca != NULL || opt.insecure || opt.tls_resume || opt.tls_version != NULL)) {
+        fprintf(stderr, "loadgen: --ca, --insecure, --tls-resume and --tls-version need a "
+                        "wss:// URL\n");
+        goto done;
+    }
+    if (opt.ca != NULL && opt.insecure) {
+        fprintf(stderr, "loadgen: --ca and --insecure exclude each other\n");
+        goto done;
+    }
+    if (opt.tls && lg_tls_setup() != 0)
+        goto done;
     if (lg_fd_limit() != 0)
         goto done;
     if (getrandom(&lg_seed, sizeof(lg_seed), 0) != (ssize_t)sizeof(lg_seed)) {
@@ -2071,6 +2883,8 @@ done:
         close(lg.ep);
     json_decref(res.config);
     free(lg.conns);
+    lg_tls_cleanup();
+    free(opt.host);
     free(opt.hostport);
     free(opt.target);
     proto_buf_free(&lg_out);

@@ -3,13 +3,16 @@ terminator, docker/nginx.conf) on free loopback ports in a temporary
 STACK_DIR. nginx -t accepts the configuration with the prefix stack.sh
 prepares (and with docker's prefix files); a WebSocket client through wss://
 subscribes and receives a PUBLISHed message; stop leaves none of the
-processes running."""
+processes running. scripts/loadgen measures through wss:// (trusting the
+stack's certificate with --ca, resuming TLS sessions) and counts a
+certificate it cannot verify as a failed connection."""
 import json
 import os
 import shutil
 import ssl
 import subprocess
 import tempfile
+import time
 import urllib.request
 
 import pytest
@@ -18,6 +21,8 @@ import helpers
 
 STACK_SH = os.path.join(helpers.REPO, "scripts", "stack.sh")
 NGINX_CONF = os.path.join(helpers.REPO, "docker", "nginx.conf")
+# The tools are built beside the broker (build/ or build/asan/).
+LOADGEN = os.path.join(os.path.dirname(helpers.BROKER_BIN), "loadgen")
 
 pytestmark = pytest.mark.skipif(
     bool(helpers.BROKER_WRAPPER), reason="stack.sh runs the broker without BROKER_WRAPPER")
@@ -285,3 +290,142 @@ def test_docker_files_agree_with_each_other():
         assert "/run/broker/broker.sock." in f.read()
     assert any(p.endswith(":8443") for p in services["nginx"]["ports"])
     assert services["nginx"]["depends_on"]["broker"]["condition"] == "service_healthy"
+
+
+# ---------------------------------------------------------------------------
+# loadgen over wss://
+
+needs_loadgen = pytest.mark.skipif(not os.access(LOADGEN, os.X_OK),
+                                   reason="%s is not built (make)" % LOADGEN)
+
+
+def loadgen_start(args, out_dir, name):
+    """Starts loadgen with args; its summary goes to OUT_DIR/NAME.json, its
+    stderr to NAME.log. Returns (Popen, json path, log path)."""
+    js, log = os.path.join(out_dir, name + ".json"), os.path.join(out_dir, name + ".log")
+    with open(log, "w") as err:
+        p = subprocess.Popen([LOADGEN, "--json", js, "--interval", "600"] + args,
+                             stdout=subprocess.DEVNULL, stderr=err)
+    helpers.LIVE.add(p)
+    return p, js, log
+
+
+def loadgen_wait(p, js, log, timeout):
+    try:
+        rc = p.wait(timeout=timeout * helpers.SLOW)
+    finally:
+        helpers.kill_proc(p)
+    with open(log) as f:
+        text = f.read()
+    assert not any(m in text for m in helpers.SANITIZER_MARKERS), text[-3000:]
+    with open(js) as f:
+        return rc, json.load(f), text
+
+
+def loadgen_run(args, out_dir, name, timeout=30):
+    p, js, log = loadgen_start(args, out_dir, name)
+    return loadgen_wait(p, js, log, timeout)
+
+
+@needs_loadgen
+@pytest.mark.timeout(120)
+def test_loadgen_through_wss_with_ca_counts_messages_latency_and_resumption(stack_dir):
+    tmp, env = stack_dir
+    r = stack("start", env)
+    assert r.returncode == 0, r.stderr
+    url = "wss://127.0.0.1:%s/ws" % env["STACK_HTTPS_PORT"]
+    cafile = os.path.join(tmp, "nginx", "certs", "stack.crt")
+    redis_port = int(env["STACK_REDIS_PORT"])
+    prefix = helpers.uniq("lgtls") + "-"
+    n, k, conc, per_channel = 40, 4, 10, 5
+
+    p, js, log = loadgen_start(["--url", url, "-n", str(n), "-c", str(conc), "-k", str(k),
+                                "--prefix", prefix, "--ca", cafile, "--tls-resume",
+                                "--duration", "3"], tmp, "lg")
+    # Publish once every connection is ready (subscribed and acked).
+    helpers.wait_until(lambda: "connections ready" in open(log).read() or p.poll() is not None,
+                       20 * helpers.SLOW, what="loadgen's connections")
+    helpers.wait_subscribed(redis_port, *["%s%d" % (prefix, i) for i in range(k)])
+    items = []
+    for seq in range(k * per_channel):
+        payload = json.dumps({"ts": int(time.time() * 1e6), "seq": seq})
+        items.append(("%s%d" % (prefix, seq % k), payload))
+    assert all(x >= 1 for x in helpers.publish_many(redis_port, items))
+    rc, d, text = loadgen_wait(p, js, log, 30)
+    assert rc == 0, text
+
+    c = d["connections"]
+    assert (c["opened"], c["failed"], c["open_at_end"]) == (n, 0, n), c
+    assert d["config"]["tls"] and d["config"]["tls_verify"] and d["config"]["tls_ca"] == cafile
+    # Every message reaches the n/k clients of its channel, each with a
+    # latency sample timed by the kernel.
+    rec = d["received"]
+    assert rec["messages"] == k * per_channel * (n // k), rec
+    assert d["latency"]["count"] == rec["messages"]
+    assert rec["bad_frames"] == 0 and rec["messages_without_ts"] == 0
+    assert rec["sampled_frames"] > 0 and rec["kernel_timestamps"] == rec["sampled_frames"]
+    # bytes are what TLS gave us; the wire carried more (records, handshakes).
+    assert 0 < rec["bytes"] < rec["wire_bytes"]
+    # Handshakes: those started before the first session was kept are full
+    # (at most --concurrency), every later one resumes the kept session.
+    t = d["tls"]
+    assert t["handshakes"] == n and t["full"] + t["resumed"] == n, t
+    assert 1 <= t["full"] <= conc and t["resumed"] == t["offered"] == n - t["full"], t
+    assert t["negotiated"].startswith("TLSv1."), t
+    assert t["established"]["full"]["count"] == t["full"]
+    assert t["established"]["resumed"]["count"] == t["resumed"]
+    assert t["upgrade"]["resumed"]["count"] == t["resumed"]
+    h = d["handshake"]
+    assert h["tcp"]["count"] == h["tls"]["count"] == h["upgrade"]["count"] == h["ready"]["count"] == n
+    # connect() < TLS established < 101, per connection, hence in the means.
+    assert h["tcp"]["mean_ms"] <= h["tls"]["mean_ms"] <= h["upgrade"]["mean_ms"]
+    assert d["errors"] == {"protocol": 0, "io": 0, "tls": 0}
+    assert d["client_memory"]["rss_end_kib"] > 0
+
+    # Two such processes merge into one summary.
+    merged = os.path.join(tmp, "merged.json")
+    r = subprocess.run([LOADGEN, "--merge", js, js, "--json", merged], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    with open(merged) as f:
+        m = json.load(f)
+    assert m["processes"] == 2 and m["received"]["messages"] == 2 * rec["messages"]
+    assert m["tls"]["resumed"] == 2 * t["resumed"]
+    assert m["received"]["wire_bytes"] == 2 * rec["wire_bytes"]
+
+
+@needs_loadgen
+@pytest.mark.timeout(120)
+def test_loadgen_counts_an_unverified_certificate_as_a_failed_connection(stack_dir):
+    tmp, env = stack_dir
+    r = stack("start", env)
+    assert r.returncode == 0, r.stderr
+    url = "wss://127.0.0.1:%s/ws" % env["STACK_HTTPS_PORT"]
+    other = os.path.join(tmp, "other-ca")
+    subprocess.run([os.path.join(helpers.REPO, "docker", "gen-cert.sh"), other],
+                   check=True, capture_output=True, timeout=30)
+    common = ["--url", url, "-n", "5", "--duration", "0.5", "--timeout", "10"]
+
+    # Another self-signed certificate, and the system's trust store (the
+    # default), both refuse the stack's.
+    for name, extra in (("wrong-ca", ["--ca", os.path.join(other, "stack.crt")]),
+                        ("system-store", [])):
+        rc, d, text = loadgen_run(common + extra, tmp, name)
+        assert rc == 2, text
+        c = d["connections"]
+        assert (c["opened"], c["failed"], c["failures"]["tls_verify"]) == (0, 5, 5), c
+        why = c["first_failure"]["tls_verify"]
+        assert "certificate verify failed" in why and "self-signed" in why, why
+        assert "tls_verify" in text and "certificate verify failed" in text
+        assert d["tls"]["handshakes"] == 0
+
+    # --insecure does not check.
+    rc, d, text = loadgen_run(common + ["--insecure"], tmp, "insecure")
+    assert rc == 0, text
+    assert d["connections"]["opened"] == 5 and d["config"]["tls_verify"] is False
+
+    # TLS options need a wss:// URL.
+    r = subprocess.run([LOADGEN, "--url", "ws://127.0.0.1:%s/ws" % env["STACK_HTTP_PORT"],
+                        "--ca", os.path.join(other, "stack.crt")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "wss://" in r.stderr, r.stderr
