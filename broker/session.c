@@ -890,6 +890,13 @@ static void hist_done(void *arg, const struct hist_result *res)
                                            res->e[res->n - 1].offset == last)) &&
                         !reg_held_disrupted(env->reg, &s->client, name, h->len);
         info.recovered = recovered;
+        if (!recovered)
+            log_debug("resume of '%.*s' since %llu: not recovered (ok %d, last %llu, too_far %d, "
+                      "n %zu, first %llu, disrupted %d)",
+                      (int)(h->len > 64 ? 64 : h->len), name, (unsigned long long)since, res->ok,
+                      (unsigned long long)last, res->too_far, res->n,
+                      (unsigned long long)(res->n ? res->e[0].offset : 0),
+                      reg_held_disrupted(env->reg, &s->client, name, h->len));
         if (recovered) {
             e = res->e;
             n = res->n;
