@@ -378,3 +378,15 @@ def test_many_clients_resuming_share_a_few_reads(hredis, make_broker):
     print("200 resumes: %d history reads, Redis counted %d FCALL_RO" % (reads, calls))
     assert 1 <= reads <= 20, reads
     assert calls == reads
+
+
+def test_history_library_printed_is_the_one_loaded(hredis, make_broker):
+    import subprocess
+    out = subprocess.run([helpers.BROKER_BIN, "--history-library"], capture_output=True,
+                         timeout=10).stdout
+    assert out.startswith(b"#!lua name=broker\n") and b"broker_publish" in out
+    make_broker(hredis.port)
+    wait_library(hredis.port)
+    lib = redis_command(hredis.port, "FUNCTION", "LIST", "LIBRARYNAME", "broker", "WITHCODE")[0]
+    code = dict(zip(lib[::2], lib[1::2]))[b"library_code"]
+    assert code == out
