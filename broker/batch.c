@@ -115,6 +115,23 @@ static void dirty_add(struct batcher *bt, struct batch *b)
     b->dirty = 1;
 }
 
+struct frame *batch_frame(struct batcher *bt, struct proto_buf *buf, uint32_t count,
+                          const struct proto_pos *pos)
+{
+    struct frame *f;
+    int r = pos != NULL && pos->offset > 0 ? proto_batch_close_pos(buf, pos)
+                                           : proto_buf_append(buf, PROTO_BATCH_CLOSE, 2);
+
+    if (r != 0) {
+        proto_buf_free(buf);
+        return NULL;
+    }
+    /* frame_build takes buf's memory and leaves it empty. */
+    if ((f = frame_build(bt->fb, WSLAY_TEXT_FRAME, buf)) != NULL)
+        f->msgs = count;
+    return f;
+}
+
 static void flush_one(struct batcher *bt, struct batch *b)
 {
     struct frame *f;
@@ -125,29 +142,39 @@ static void flush_one(struct batcher *bt, struct batch *b)
         return;
     b->count = 0;
     b->last_len = b->buf.len > UINT32_MAX ? UINT32_MAX : (uint32_t)b->buf.len;
-    if (proto_buf_append(&b->buf, PROTO_BATCH_CLOSE, 2) != 0) {
-        stats->dropped_total[DROP_NOMEM] += count;
-        proto_buf_free(&b->buf);
-        return;
-    }
-    /* frame_build takes b->buf's memory and leaves it empty. */
-    f = frame_build(bt->fb, WSLAY_TEXT_FRAME, &b->buf);
+    f = batch_frame(bt, &b->buf, count, &b->pos);
+    b->pos.offset = 0;
     if (f == NULL) {
         stats->dropped_total[DROP_NOMEM] += count;
         return;
     }
-    f->msgs = count;
     bt->emit(bt->arg, b, f, count);
     frame_unref(f);
 }
 
+void batch_flush(struct batcher *bt, struct batch *b)
+{
+    flush_one(bt, b);
+}
+
+size_t batcher_max_bytes(const struct batcher *bt)
+{
+    return bt->max_bytes;
+}
+
 int batch_append(struct batcher *bt, struct batch *b, const char *channel,
-                 size_t channel_len, const char *json, size_t len)
+                 size_t channel_len, const char *json, size_t len, const struct proto_pos *pos)
 {
     static const char room[FRAME_HEADROOM];
     struct proto_buf *buf = &b->buf;
-    size_t mark = buf->len;
+    size_t mark;
 
+    /* One epoch per batch: its position must name one history. */
+    if (pos != NULL && pos->offset > 0 && b->count > 0 && b->pos.offset > 0 &&
+        (b->pos.epoch_len != pos->epoch_len ||
+         memcmp(b->pos.epoch, pos->epoch, pos->epoch_len) != 0))
+        flush_one(bt, b);
+    mark = buf->len;
     if (b->count == 0) {
         buf->len = 0;
         if (proto_buf_reserve(buf, b->last_len > len ? b->last_len : len + 128) != 0 ||
@@ -160,6 +187,8 @@ int batch_append(struct batcher *bt, struct batch *b, const char *channel,
     if (proto_buf_append(buf, json, len) != 0)
         goto nomem;
     b->count++;
+    if (pos != NULL && pos->offset > 0)
+        b->pos = *pos;
     if (bt->interval_ms == 0 || buf->len - FRAME_HEADROOM >= bt->max_bytes)
         flush_one(bt, b);
     else

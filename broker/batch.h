@@ -22,9 +22,11 @@
 
 #include "frame.h"
 #include "protocol/buf.h"
+#include "protocol/history.h"
 
 struct batch {
     struct proto_buf buf; /* headroom + envelope + payloads; empty when idle */
+    struct proto_pos pos; /* the last history message in buf; offset 0: none */
     uint32_t count;       /* messages in buf */
     uint32_t last_len;    /* size of the previous flush, to size the next */
     struct batch *prev, *next; /* on the dirty list */
@@ -48,10 +50,26 @@ void batcher_free(struct batcher *bt);
 void batcher_configure(struct batcher *bt, long long interval_ms, long long max_bytes);
 
 /* Appends one payload's JSON text (json[0..len), copied) to b, whose channel
- * is channel[0..channel_len). May flush b at once. Returns 0, or -1 on
- * ENOMEM (the message is dropped for this batch and counted). */
+ * is channel[0..channel_len). pos (NULL or offset 0: none) is the message's
+ * place in the channel's history: the batch then ends with the position of
+ * its last such message, and a batch never mixes two epochs (it is flushed
+ * first). May flush b at once. Returns 0, or -1 on ENOMEM (the message is
+ * dropped for this batch and counted). */
 int batch_append(struct batcher *bt, struct batch *b, const char *channel,
-                 size_t channel_len, const char *json, size_t len);
+                 size_t channel_len, const char *json, size_t len, const struct proto_pos *pos);
+
+/* Flushes b now, if it holds anything. */
+void batch_flush(struct batcher *bt, struct batch *b);
+
+/* batch_max_bytes as configured. */
+size_t batcher_max_bytes(const struct batcher *bt);
+
+/* Builds one batch frame outside any batch (history for one client):
+ * buf must hold FRAME_HEADROOM bytes, the envelope and the payloads, as a
+ * batch's buf does; it is closed here (with pos when offset > 0) and taken.
+ * Returns the frame (refs == 1, msgs == count) or NULL on ENOMEM. */
+struct frame *batch_frame(struct batcher *bt, struct proto_buf *buf, uint32_t count,
+                          const struct proto_pos *pos);
 
 /* Flushes every dirty batch now. */
 void batch_flush_all(struct batcher *bt);

@@ -281,6 +281,12 @@ const struct clu_node *clu_map_owner(const struct clu_map *m, unsigned slot)
     return i == 0 ? NULL : &m->nodes[i - 1];
 }
 
+size_t clu_map_nodes(const struct clu_map *m, const struct clu_node **nodes)
+{
+    *nodes = m->nodes;
+    return m->nnodes;
+}
+
 int clu_map_serves(const struct clu_map *m, const char *host, int port)
 {
     size_t i;

@@ -59,6 +59,10 @@ int clu_map_known(const struct clu_map *m);
  * until the next on_change. */
 const struct clu_node *clu_map_owner(const struct clu_map *m, unsigned slot);
 
+/* The primaries of the current map: *nodes (valid until the next
+ * on_change) and how many. */
+size_t clu_map_nodes(const struct clu_map *m, const struct clu_node **nodes);
+
 /* 1 when host:port serves slots in the current map. */
 int clu_map_serves(const struct clu_map *m, const char *host, int port);
 

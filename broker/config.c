@@ -72,6 +72,14 @@ static const struct cfg_key cfg_keys[] = {
     {"trusted_proxies", "", set_cidrs, OFF(trusted_proxies), 0, 0, CFG_RELOAD,
      "networks (CIDR, comma-separated) of proxies whose X-Forwarded-For / X-Real-IP name "
      "the client; Unix-socket peers are always trusted"},
+    {"history_size", "100", set_int, OFF(history_size), 1, 1000000, 0,
+     "messages broker_publish keeps per channel by default (FCALL broker_publish 1 CHANNEL "
+     "PAYLOAD [SIZE] [TTL_S]); every broker sharing Redis must agree"},
+    {"history_ttl_s", "300", set_int, OFF(history_ttl_s), 1, 31536000, 0,
+     "seconds a channel's history lives after its last broker_publish, by default"},
+    {"history_recover_max", "1000", set_int, OFF(history_recover_max), 1, 100000, CFG_RELOAD,
+     "messages a resume (since) or history request may deliver at most; a client further "
+     "behind gets recovered:false"},
     {"max_connections_per_ip", "0", set_int, OFF(max_connections_per_ip), 0, 10000000,
      CFG_RELOAD, "WebSocket sessions per client address per worker, over it 503; 0: no limit"},
     {"redis_url", "redis://127.0.0.1:6379", set_redis_url, 0, 0, 0, CFG_SECRET,

@@ -35,6 +35,9 @@ struct cfg {
     char *listen_socket_group;     /* their group; "" leaves the process's */
     char *trusted_proxies;         /* networks whose X-Forwarded-For is believed */
     long long max_connections_per_ip;
+    long long history_size;        /* defaults of broker_publish (histlib.h) */
+    long long history_ttl_s;
+    long long history_recover_max; /* messages one resume may recover */
 
     /* redis_url redis://[[user]:password@]host[:port][/db] */
     char *redis_url;

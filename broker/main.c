@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "docroot.h"
+#include "histlib.h"
 #include "log.h"
 #include "master.h"
 #include "version.h"
@@ -19,6 +20,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: broker [-c FILE] [-t]\n"
+            "       broker [-c FILE] --history-library\n"
             "       broker --version | --help\n"
             "\n"
             "Bridges Redis Pub/Sub to WebSocket clients.\n"
@@ -26,6 +28,10 @@ static void usage(FILE *out)
             "  -c FILE    configuration file (`key value` per line, # comments);\n"
             "             without it every key has its default\n"
             "  -t         check the configuration and exit: 0 when valid, else 1\n"
+            "  --history-library\n"
+            "             print the Redis function library of channel history (with\n"
+            "             FILE's history_size, history_ttl_s and mode), which the broker\n"
+            "             loads itself; e.g. | redis-cli -x FUNCTION LOAD REPLACE\n"
             "  --version  print the version and exit\n"
             "  --help     print this help and exit\n"
             "\n"
@@ -157,7 +163,7 @@ static int static_check(const struct cfg *cfg, const char *file)
 int main(int argc, char **argv)
 {
     const char *file = NULL;
-    int test = 0, i, rc, is_worker = 0;
+    int test = 0, i, rc, is_worker = 0, library = 0;
     struct cfg cfg;
     struct pidfile pid;
     char err[1024];
@@ -167,6 +173,8 @@ int main(int argc, char **argv)
             file = argv[++i];
         } else if (strcmp(argv[i], "-t") == 0) {
             test = 1;
+        } else if (strcmp(argv[i], "--history-library") == 0) {
+            library = 1;
         } else if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-v") == 0) {
             printf("broker %s\n", BROKER_VERSION);
             return 0;
@@ -187,6 +195,16 @@ int main(int argc, char **argv)
     } else if (cfg_defaults(&cfg) != 0) {
         fprintf(stderr, "broker: out of memory\n");
         return 1;
+    }
+    if (library) {
+        struct proto_buf code = {0};
+        rc = hlib_code(&code, cfg.history_size, cfg.history_ttl_s,
+                       cfg.redis_mode == CFG_REDIS_CLUSTER && cfg.cluster_sharded);
+        if (rc == 0)
+            fwrite(code.data, 1, code.len, stdout);
+        proto_buf_free(&code);
+        cfg_free(&cfg);
+        return rc == 0 ? 0 : 1;
     }
     if (test) {
         long ncpus = sysconf(_SC_NPROCESSORS_ONLN);

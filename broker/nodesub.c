@@ -18,6 +18,7 @@
 struct nodesub {
     struct rsub base; /* first: the backend is reached through it */
     struct rconn *conn;
+    struct rconn *cmd;     /* commands (history reads): same node, not subscribed */
     struct raddr *addr;
     struct cset *chans;
     struct event *refused; /* channels Redis refused are tried again */
@@ -157,8 +158,39 @@ static void on_address(void *arg, const char *host, int port)
 {
     struct nodesub *ns = arg;
 
-    if (rconn_set_address(ns->conn, host, port) != 0)
+    if (rconn_set_address(ns->conn, host, port) != 0 ||
+        rconn_set_address(ns->cmd, host, port) != 0)
         log_error("redis: out of memory");
+}
+
+static void cmd_ready(void *arg)
+{
+    struct nodesub *ns = arg;
+
+    if (ns->base.hooks.on_command_ready)
+        ns->base.hooks.on_command_ready(ns->base.hooks.arg, ns->cmd);
+}
+
+static void cmd_push(void *arg, const redisReply *r, int solicited)
+{
+    (void)arg, (void)r, (void)solicited;
+}
+
+/* The command connection follows the subscriber's address; it retries by
+ * itself, and the subscriber's failures move the provider. */
+static void cmd_lost(void *arg, enum stats_redis_loss why)
+{
+    (void)arg, (void)why;
+}
+
+static int ns_command(struct rsub *s, const char *name, size_t len, int argc,
+                      const char *const *argv, const size_t *argl, rconn_reply_fn fn, void *arg)
+{
+    struct nodesub *ns = (struct nodesub *)s;
+
+    (void)name;
+    (void)len;
+    return rconn_command(ns->cmd, fn, arg, argc, argv, argl);
 }
 
 static void on_ready(void *arg)
@@ -290,6 +322,7 @@ static void ns_free(struct rsub *s)
     struct nodesub *ns = (struct nodesub *)s;
 
     rconn_free(ns->conn);
+    rconn_free(ns->cmd);
     raddr_free(ns->addr);
     cset_free(ns->chans);
     if (ns->refused)
@@ -298,13 +331,15 @@ static void ns_free(struct rsub *s)
 }
 
 static const struct rsub_ops nodesub_ops = {ns_subscribe, ns_unsubscribe, ns_is_up,
-                                            ns_is_pending, ns_free};
+                                            ns_is_pending, ns_command, ns_free};
 
 struct rsub *nodesub_new(struct event_base *base, struct raddr *addr,
                          const struct rconn_opts *opts, const struct rsub_hooks *hooks)
 {
     struct nodesub *ns = calloc(1, sizeof(*ns));
     struct rconn_hooks h = {on_ready, on_push, on_lost, NULL};
+    struct rconn_hooks ch = {cmd_ready, cmd_push, cmd_lost, NULL};
+    struct rconn_opts co = *opts;
 
     if (ns == NULL) {
         raddr_free(addr);
@@ -314,10 +349,15 @@ struct rsub *nodesub_new(struct event_base *base, struct raddr *addr,
     ns->base.hooks = *hooks;
     ns->addr = addr;
     h.arg = ns;
+    ch.arg = ns;
+    co.who = "redis commands";
+    co.data_link = 0;
     ns->conn = rconn_new(base, opts, &h);
+    ns->cmd = rconn_new(base, &co, &ch);
     ns->chans = cset_new();
     ns->refused = evtimer_new(base, refused_retry_cb, ns);
-    if (addr == NULL || ns->conn == NULL || ns->chans == NULL || ns->refused == NULL) {
+    if (addr == NULL || ns->conn == NULL || ns->cmd == NULL || ns->chans == NULL ||
+        ns->refused == NULL) {
         ns_free(&ns->base);
         return NULL;
     }

@@ -6,6 +6,7 @@
 #include <sys/random.h>
 
 #include "filter.h"
+#include "protocol/codec.h"
 #include "siphash.h"
 #include "stats.h"
 #include "util.h"
@@ -18,14 +19,32 @@ struct reg_group {
     struct filter *filter;    /* owned; NULL: every payload */
     struct reg_sub *subs;     /* doubly linked through gprev/gnext */
     uint32_t nsubs;
+    uint32_t nheld;           /* held subscriptions of this filter (not in subs) */
     struct batch batch;
 };
+
+/* A subscription is linked into its group (it receives the group's
+ * frames), or held: out of the group, on its channel's held list (through
+ * gprev/gnext), while its history is read (HOLD_WAIT) and then until live
+ * delivery passes what history gave it (HOLD_CATCH, up to floor). */
+enum { HOLD_NONE = 0, HOLD_WAIT, HOLD_CATCH };
 
 struct reg_sub {
     struct reg_group *group;
     struct reg_client *client;
-    struct reg_sub *gprev, *gnext; /* in the group */
+    struct reg_sub *gprev, *gnext; /* in the group, or the channel's held list */
     struct reg_sub *cnext;         /* in the client's list */
+    uint64_t floor;                /* HOLD_CATCH: it has every offset up to here */
+    uint8_t held;
+};
+
+/* A live message kept while subscriptions wait for their history. */
+struct reg_recent {
+    struct reg_recent *next;
+    uint64_t offset;       /* 0: a plain publish */
+    uint32_t len;
+    uint8_t is_json;
+    char json[];
 };
 
 /* An ack waiting for Redis to confirm its channel's subscription. */
@@ -41,10 +60,22 @@ struct reg_channel {
     uint64_t hash;
     struct reg_group *groups;
     struct reg_ack *acks;      /* held until reg_settle */
+    struct reg_sub *held;      /* held subscriptions */
+    struct reg_recent *recent, *recent_tail; /* kept while one waits */
+    size_t recent_bytes;
+    uint32_t nwait;            /* held subscriptions in HOLD_WAIT */
+    uint8_t disrupted;         /* recent overflowed, or the epoch changed, meanwhile */
+    uint8_t hist;              /* enum reg_hist */
+    struct proto_pos pos;      /* the last position seen (live or read) */
     uint32_t nsubs;
     uint32_t len;
     char name[];
 };
+
+/* Live messages kept for waiting subscriptions, at most: a history read
+ * takes a round trip, so this only fills when Redis is very slow to
+ * answer; past it the waiting subscriptions are told of a gap. */
+#define REG_RECENT_MAX_BYTES (16u << 20)
 
 struct reg {
     struct reg_channel **buckets;
@@ -144,11 +175,24 @@ static void acks_free(struct reg *r, struct reg_channel *ch)
     }
 }
 
+static void recent_free(struct reg_channel *ch)
+{
+    struct reg_recent *e;
+
+    while ((e = ch->recent) != NULL) {
+        ch->recent = e->next;
+        free(e);
+    }
+    ch->recent_tail = NULL;
+    ch->recent_bytes = 0;
+}
+
 static void channel_free(struct reg *r, struct reg_channel *ch)
 {
     struct reg_channel **pp = &r->buckets[ch->hash & (r->nbuckets - 1)];
 
     acks_free(r, ch);
+    recent_free(ch);
     while (*pp != ch)
         pp = &(*pp)->hnext;
     *pp = ch->hnext;
@@ -198,6 +242,8 @@ static struct reg_group *group_get(struct reg_channel *ch, struct filter *f)
 
 static void group_free(struct reg *r, struct reg_group *g)
 {
+    if (g->nsubs > 0 || g->nheld > 0)
+        return;
     struct reg_group **pp = &g->ch->groups;
 
     while (*pp != g)
@@ -232,6 +278,36 @@ static void group_unlink(struct reg_sub *s)
     g->nsubs--;
 }
 
+static void held_link(struct reg_channel *ch, struct reg_sub *s)
+{
+    s->gprev = NULL;
+    s->gnext = ch->held;
+    if (ch->held)
+        ch->held->gprev = s;
+    ch->held = s;
+}
+
+static void held_unlink(struct reg_channel *ch, struct reg_sub *s)
+{
+    if (s->gprev)
+        s->gprev->gnext = s->gnext;
+    else
+        ch->held = s->gnext;
+    if (s->gnext)
+        s->gnext->gprev = s->gprev;
+    s->gprev = s->gnext = NULL;
+}
+
+/* A waiting subscription is done waiting: when none waits any more, the
+ * live messages kept for them go. */
+static void wait_done(struct reg_channel *ch)
+{
+    if (--ch->nwait == 0) {
+        recent_free(ch);
+        ch->disrupted = 0;
+    }
+}
+
 /* Moves an existing subscription to the group of filter f. */
 static int sub_refilter(struct reg *r, struct reg_sub *s, struct filter *f)
 {
@@ -243,15 +319,20 @@ static int sub_refilter(struct reg *r, struct reg_sub *s, struct filter *f)
     }
     if ((g = group_get(old->ch, f)) == NULL)
         return -1;
-    group_unlink(s);
-    group_link(g, s);
-    if (old->nsubs == 0)
-        group_free(r, old);
+    if (s->held) {
+        old->nheld--;
+        g->nheld++;
+        s->group = g;
+    } else {
+        group_unlink(s);
+        group_link(g, s);
+    }
+    group_free(r, old);
     return REG_REPLACED;
 }
 
-int reg_subscribe(struct reg *r, struct reg_client *cl, const char *name, size_t len,
-                  struct filter *f)
+static int subscribe(struct reg *r, struct reg_client *cl, const char *name, size_t len,
+                     struct filter *f, int hold)
 {
     uint64_t h = siphash24(name, len, r->key);
     struct reg_channel *ch = lookup(r, name, len, h);
@@ -282,7 +363,15 @@ int reg_subscribe(struct reg *r, struct reg_client *cl, const char *name, size_t
             channel_free(r, ch);
         return -1;
     }
-    group_link(g, s);
+    if (hold) {
+        s->group = g;
+        s->held = HOLD_WAIT;
+        g->nheld++;
+        ch->nwait++;
+        held_link(ch, s);
+    } else {
+        group_link(g, s);
+    }
     s->client = cl;
     s->cnext = cl->subs;
     cl->subs = s;
@@ -293,6 +382,18 @@ int reg_subscribe(struct reg *r, struct reg_client *cl, const char *name, size_t
     if (created && r->hooks.on_first)
         r->hooks.on_first(r->hooks.arg, ch->name, ch->len);
     return REG_ADDED;
+}
+
+int reg_subscribe(struct reg *r, struct reg_client *cl, const char *name, size_t len,
+                  struct filter *f)
+{
+    return subscribe(r, cl, name, len, f, 0);
+}
+
+int reg_subscribe_held(struct reg *r, struct reg_client *cl, const char *name, size_t len,
+                       struct filter *f)
+{
+    return subscribe(r, cl, name, len, f, 1);
 }
 
 /* Takes cl's held acks off ch, sending them first when send is 1. */
@@ -323,13 +424,19 @@ static void sub_remove(struct reg *r, struct reg_sub *s, int send_acks)
 
     if (ch->acks != NULL)
         acks_of(r, ch, s->client, send_acks);
-    group_unlink(s);
+    if (s->held) {
+        held_unlink(ch, s);
+        g->nheld--;
+        if (s->held == HOLD_WAIT)
+            wait_done(ch);
+    } else {
+        group_unlink(s);
+    }
     ch->nsubs--;
     r->nsubs--;
     stats->subscriptions = r->nsubs;
     free(s);
-    if (g->nsubs == 0)
-        group_free(r, g);
+    group_free(r, g);
     if (ch->nsubs == 0) {
         if (r->hooks.on_last)
             r->hooks.on_last(r->hooks.arg, ch->name, ch->len);
@@ -376,22 +483,82 @@ void reg_unsubscribe_all(struct reg *r, struct reg_client *cl)
     }
 }
 
+/* Keeps a live message for the subscriptions waiting for their history. */
+static void recent_add(struct reg_channel *ch, uint64_t offset, const char *json, size_t jlen,
+                       int is_json)
+{
+    struct reg_recent *e;
+
+    if (ch->disrupted)
+        return;
+    if (ch->recent_bytes + jlen > REG_RECENT_MAX_BYTES ||
+        (e = malloc(sizeof(*e) + jlen)) == NULL) {
+        ch->disrupted = 1; /* they will be told of a gap */
+        recent_free(ch);
+        return;
+    }
+    e->next = NULL;
+    e->offset = offset;
+    e->len = (uint32_t)jlen;
+    e->is_json = (uint8_t)is_json;
+    memcpy(e->json, json, jlen);
+    if (ch->recent_tail)
+        ch->recent_tail->next = e;
+    else
+        ch->recent = e;
+    ch->recent_tail = e;
+    ch->recent_bytes += jlen;
+}
+
+/* Subscriptions that got history up to their floor join their group with
+ * the first live message past it (a plain publish is never in history):
+ * the group's pending batch, which holds only messages they have, goes to
+ * the others first. */
+static void catch_up(struct reg *r, struct reg_channel *ch, uint64_t offset)
+{
+    struct reg_sub *s, *next;
+
+    for (s = ch->held; s != NULL; s = next) {
+        next = s->gnext;
+        if (s->held != HOLD_CATCH || (offset != 0 && offset <= s->floor))
+            continue;
+        batch_flush(r->batcher, &s->group->batch);
+        held_unlink(ch, s);
+        s->held = HOLD_NONE;
+        s->group->nheld--;
+        group_link(s->group, s);
+    }
+}
+
 size_t reg_publish(struct reg *r, const char *name, size_t len, const char *json,
-                   size_t jlen, int is_json)
+                   size_t jlen, int is_json, const struct proto_pos *pos)
 {
     struct reg_channel *ch = lookup(r, name, len, siphash24(name, len, r->key));
     struct reg_group *g;
     struct filter_msg m;
+    uint64_t offset = pos != NULL ? pos->offset : 0;
     size_t n = 0;
 
     if (ch == NULL)
         return 0;
+    if (offset > 0) {
+        if (ch->nwait > 0 && ch->pos.offset > 0 &&
+            (ch->pos.epoch_len != pos->epoch_len ||
+             memcmp(ch->pos.epoch, pos->epoch, pos->epoch_len) != 0))
+            ch->disrupted = 1; /* a new history while some wait for the old one */
+        ch->pos = *pos;
+        ch->hist = REG_HIST_YES;
+    }
+    if (ch->nwait > 0)
+        recent_add(ch, offset, json, jlen, is_json);
+    if (ch->held != NULL)
+        catch_up(r, ch, offset);
     /* The payload is parsed by the first filter that asks, and only then. */
     filter_msg_init(&m, json, jlen, is_json);
     for (g = ch->groups; g != NULL; g = g->next) {
         if (g->filter != NULL && !filter_match(g->filter, &m))
             continue;
-        if (batch_append(r->batcher, &g->batch, ch->name, ch->len, json, jlen) == 0)
+        if (batch_append(r->batcher, &g->batch, ch->name, ch->len, json, jlen, pos) == 0)
             n++;
     }
     filter_msg_release(&m);
@@ -474,6 +641,172 @@ void reg_settle_all(struct reg *r)
             settle(r, ch);
 }
 
+/* History. */
+
+int reg_channel_pos(const struct reg *r, const char *name, size_t len, struct proto_pos *pos)
+{
+    struct reg_channel *ch = lookup((struct reg *)r, name, len,
+                                    siphash24(name, len, r->key));
+
+    if (ch == NULL)
+        return REG_HIST_UNKNOWN;
+    if (pos != NULL)
+        *pos = ch->pos;
+    return ch->hist;
+}
+
+void reg_channel_learn(struct reg *r, const char *name, size_t len, const struct proto_pos *pos)
+{
+    struct reg_channel *ch = lookup(r, name, len, siphash24(name, len, r->key));
+
+    if (ch == NULL)
+        return;
+    if (pos == NULL || pos->offset == 0) {
+        if (ch->hist == REG_HIST_UNKNOWN)
+            ch->hist = REG_HIST_PLAIN;
+        return;
+    }
+    /* A read can be older than what live delivery saw since. */
+    if (ch->pos.offset == 0 || ch->pos.epoch_len != pos->epoch_len ||
+        memcmp(ch->pos.epoch, pos->epoch, pos->epoch_len) != 0 || pos->offset > ch->pos.offset)
+        ch->pos = *pos;
+    ch->hist = REG_HIST_YES;
+}
+
+static struct reg_sub *find_sub(const struct reg_client *cl, const char *name, size_t len)
+{
+    struct reg_sub *s;
+
+    for (s = cl->subs; s != NULL; s = s->cnext) {
+        const struct reg_channel *ch = s->group->ch;
+        if (ch->len == len && memcmp(ch->name, name, len) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+int reg_held_disrupted(const struct reg *r, const struct reg_client *cl, const char *name,
+                       size_t len)
+{
+    const struct reg_sub *s = find_sub(cl, name, len);
+
+    (void)r;
+    return s != NULL && s->held == HOLD_WAIT && s->group->ch->disrupted;
+}
+
+/* Frames of history for one subscription, built as a batch is and cut at
+ * batch_max_bytes. */
+struct hframes {
+    struct reg *r;
+    struct reg_sub *s;
+    struct proto_buf buf;
+    uint32_t count;
+    struct proto_pos pos;
+    size_t delivered;
+    int failed;
+};
+
+static void hframes_flush(struct hframes *h)
+{
+    struct frame *f;
+
+    if (h->count == 0)
+        return;
+    f = batch_frame(h->r->batcher, &h->buf, h->count, &h->pos);
+    if (f == NULL) {
+        h->failed = 1;
+        stats->dropped_total[DROP_NOMEM] += h->count;
+    } else {
+        if (h->r->hooks.deliver(h->r->hooks.arg, h->s->client, f)) {
+            stats->frames_sent_total++;
+            stats->messages_delivered_total += h->count;
+            h->delivered += h->count;
+        }
+        frame_unref(f);
+    }
+    h->count = 0;
+}
+
+static void hframes_add(struct hframes *h, uint64_t offset, const char *json, size_t jlen,
+                        int is_json)
+{
+    static const char room[FRAME_HEADROOM];
+    struct reg_group *g = h->s->group;
+    struct reg_channel *ch = g->ch;
+    struct filter_msg m;
+    int pass = 1;
+
+    if (h->failed)
+        return;
+    if (g->filter != NULL) {
+        filter_msg_init(&m, json, jlen, is_json);
+        pass = filter_match(g->filter, &m);
+        filter_msg_release(&m);
+    }
+    if (!pass)
+        return;
+    if (h->count == 0) {
+        proto_buf_reset(&h->buf);
+        if (proto_buf_append(&h->buf, room, sizeof(room)) != 0 ||
+            proto_batch_open(&h->buf, ch->name, ch->len) != 0)
+            goto nomem;
+    } else if (proto_buf_append(&h->buf, PROTO_BATCH_SEP, 1) != 0) {
+        goto nomem;
+    }
+    if (proto_buf_append(&h->buf, json, jlen) != 0)
+        goto nomem;
+    h->count++;
+    if (offset > 0)
+        h->pos.offset = offset;
+    if (h->buf.len - FRAME_HEADROOM >= batcher_max_bytes(h->r->batcher))
+        hframes_flush(h);
+    return;
+nomem:
+    h->failed = 1;
+    stats->dropped_total[DROP_NOMEM]++;
+}
+
+size_t reg_resume(struct reg *r, struct reg_client *cl, const char *name, size_t len,
+                  const struct reg_entry *e, size_t n, uint64_t after, uint64_t upto,
+                  const struct proto_pos *epoch)
+{
+    struct reg_sub *s = find_sub(cl, name, len);
+    struct reg_channel *ch;
+    struct reg_recent *rc;
+    struct hframes h;
+    uint64_t floor = after > upto ? after : upto;
+    size_t i;
+
+    if (s == NULL || s->held != HOLD_WAIT)
+        return 0;
+    ch = s->group->ch;
+    memset(&h, 0, sizeof(h));
+    h.r = r;
+    h.s = s;
+    if (epoch != NULL && epoch->offset > 0)
+        h.pos = *epoch;
+    else if (ch->pos.offset > 0)
+        h.pos = ch->pos;
+    h.pos.offset = 0;
+    for (i = 0; i < n; i++)
+        if (e[i].offset > after)
+            hframes_add(&h, e[i].offset, e[i].json, e[i].len, e[i].is_json);
+    /* What arrived live meanwhile and the read did not see. */
+    if (!ch->disrupted)
+        for (rc = ch->recent; rc != NULL; rc = rc->next)
+            if (rc->offset == 0 || rc->offset > floor) {
+                hframes_add(&h, rc->offset, rc->json, rc->len, rc->is_json);
+                if (rc->offset > floor)
+                    floor = rc->offset;
+            }
+    hframes_flush(&h);
+    proto_buf_free(&h.buf);
+    s->held = HOLD_CATCH;
+    s->floor = floor;
+    wait_done(ch);
+    return h.delivered;
+}
+
 void reg_foreach_channel(struct reg *r, void (*fn)(void *arg, const char *name, size_t len),
                          void *arg)
 {
@@ -510,6 +843,13 @@ void reg_free(struct reg *r)
     for (i = 0; r->buckets && i < r->nbuckets; i++) {
         for (ch = r->buckets[i]; ch != NULL; ch = next) {
             next = ch->hnext;
+            for (s = ch->held; s != NULL; s = sn) {
+                sn = s->gnext;
+                s->client->subs = NULL;
+                s->client->nsubs = 0;
+                free(s);
+            }
+            recent_free(ch);
             for (g = ch->groups; g != NULL; g = gn) {
                 gn = g->next;
                 for (s = g->subs; s != NULL; s = sn) {

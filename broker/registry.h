@@ -19,6 +19,7 @@
 
 #include "batch.h"
 #include "frame.h"
+#include "protocol/history.h"
 
 struct reg_sub;
 struct filter;
@@ -71,6 +72,13 @@ enum reg_result {
  * flush). Returns an enum reg_result, or -1 on ENOMEM (nothing changed). */
 int reg_subscribe(struct reg *r, struct reg_client *cl, const char *name, size_t len,
                   struct filter *f);
+/* The same, but cl is held: it receives nothing of the channel (its
+ * history is being read) until reg_resume(), which hands it what history
+ * gave and what arrived live meanwhile. An existing subscription is not
+ * held (REG_SAME or REG_REPLACED). */
+int reg_subscribe_held(struct reg *r, struct reg_client *cl, const char *name, size_t len,
+                       struct filter *f);
+
 /* 1 when cl is subscribed to channel name[0..len). */
 int reg_is_subscribed(const struct reg_client *cl, const char *name, size_t len);
 
@@ -86,7 +94,48 @@ void reg_unsubscribe_all(struct reg *r, struct reg_client *cl);
  * channels are ignored: a message can still arrive after the last
  * subscriber left. Returns the number of groups that took it. */
 size_t reg_publish(struct reg *r, const char *name, size_t len, const char *json,
-                   size_t jlen, int is_json);
+                   size_t jlen, int is_json, const struct proto_pos *pos);
+
+/* History (PROTOCOL.md section 7). pos, when not NULL with offset > 0 in
+ * reg_publish above, is the message's place in the channel's history. */
+enum reg_hist {
+    REG_HIST_UNKNOWN = 0, /* never asked, no history message seen */
+    REG_HIST_PLAIN,       /* Redis said the channel has no history */
+    REG_HIST_YES          /* it has: its position is known */
+};
+
+/* The channel's history state (an enum reg_hist), and its last known
+ * position into *pos (may be NULL). */
+int reg_channel_pos(const struct reg *r, const char *name, size_t len, struct proto_pos *pos);
+
+/* What a read found: pos (NULL or offset 0: no history). */
+void reg_channel_learn(struct reg *r, const char *name, size_t len, const struct proto_pos *pos);
+
+/* One message of history, prepared as live ones are (json is the payload,
+ * or its string encoding when is_json is 0). Borrowed. */
+struct reg_entry {
+    uint64_t offset;
+    const char *json;
+    size_t len;
+    int is_json;
+};
+
+/* 1 when what cl's held subscription to the channel waits for cannot be
+ * trusted: the live messages kept meanwhile overflowed, or the channel's
+ * epoch changed (its history was created afresh). */
+int reg_held_disrupted(const struct reg *r, const struct reg_client *cl, const char *name,
+                       size_t len);
+
+/* Ends the wait of cl's held subscription: delivers (through the deliver
+ * hook, in frames of its own, filtered as live ones are) the entries
+ * e[0..n) past offset `after`, then the live messages that arrived while it
+ * waited and are past upto (the read's last offset) or plain publishes;
+ * from then on cl has every offset up to the largest of those, and it joins
+ * its group with the first live message past that. epoch names the
+ * history the entries come from. Returns how many messages it delivered. */
+size_t reg_resume(struct reg *r, struct reg_client *cl, const char *name, size_t len,
+                  const struct reg_entry *e, size_t n, uint64_t after, uint64_t upto,
+                  const struct proto_pos *epoch);
 
 /* Holds cl's ack of its subscribe to channel name[0..len) (to which cl is
  * subscribed) until reg_settle() of that channel: for the first subscriber

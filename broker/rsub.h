@@ -16,6 +16,8 @@
 
 #include <stddef.h>
 
+#include "redisconn.h"
+
 struct rsub_hooks {
     /* A published message; both buffers are borrowed for the call. */
     void (*on_message)(void *arg, const char *channel, size_t clen, const char *payload,
@@ -28,6 +30,10 @@ struct rsub_hooks {
     /* Redis confirmed the subscription of channel, or refused it (it will be
      * tried again): nothing more to wait for. Borrowed for the call. */
     void (*on_settled)(void *arg, const char *channel, size_t clen);
+    /* A command connection to a primary became ready (the owner loads what
+     * it needs there, e.g. the history library). c is borrowed. May be
+     * NULL. */
+    void (*on_command_ready)(void *arg, struct rconn *c);
     void *arg;
 };
 
@@ -38,6 +44,8 @@ struct rsub_ops {
     void (*unsubscribe)(struct rsub *s, const char *name, size_t len);
     int (*is_up)(const struct rsub *s);
     int (*is_pending)(const struct rsub *s, const char *name, size_t len);
+    int (*command)(struct rsub *s, const char *name, size_t len, int argc,
+                   const char *const *argv, const size_t *argl, rconn_reply_fn fn, void *arg);
     void (*free)(struct rsub *s);
 };
 
@@ -73,6 +81,18 @@ static inline int rsub_is_up(const struct rsub *s)
 static inline int rsub_is_pending(const struct rsub *s, const char *name, size_t len)
 {
     return s->ops->is_pending(s, name, len);
+}
+
+/* Sends a command about channel name[0..len) to the primary that owns it,
+ * over a command connection of its own (a subscribed connection cannot run
+ * commands). fn gets the reply, or NULL when the connection went away.
+ * Returns 0 when sent, -1 when that primary's command connection is not
+ * ready (nothing sent, fn is not called). */
+static inline int rsub_command(struct rsub *s, const char *name, size_t len, int argc,
+                               const char *const *argv, const size_t *argl, rconn_reply_fn fn,
+                               void *arg)
+{
+    return s->ops->command(s, name, len, argc, argv, argl, fn, arg);
 }
 
 /* Closes every link and frees. Safe on NULL. Never from a hook. */

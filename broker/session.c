@@ -11,6 +11,7 @@
 #include "auth.h"
 #include "config.h"
 #include "filter.h"
+#include "history.h"
 #include "log.h"
 #include "peer.h"
 #include "protocol/codec.h"
@@ -46,9 +47,23 @@ struct sess {
      * requests that came after it, handled in order once it is settled. */
     struct sess_req *rq_head, *rq_tail;
     struct sess *resume_next;   /* on resume_list */
+    struct sess_hist *hp;       /* a subscribe waiting for its channel's history */
     uint16_t nrq;
     uint8_t held;
     uint8_t on_resume;
+};
+
+/* A subscribe whose ack (and delivery) wait for a history read: a resume
+ * (since), history N, or just the channel's position. */
+struct sess_hist {
+    struct hist_req *req;       /* in flight; NULL until sent */
+    enum hist_mode mode;
+    uint64_t arg;               /* since's offset, or N */
+    int has_since;
+    struct proto_pos since;
+    size_t ridlen;
+    size_t len;                 /* the channel's */
+    char buf[];                 /* rid, then the channel's name */
 };
 
 /* A control message that arrived while an ack was held. */
@@ -298,8 +313,12 @@ static enum proto_error may_subscribe(struct sess *s, const char *name, size_t l
     return PROTO_OK;
 }
 
+static int hist_prepare(struct sess *s, const struct proto_request *req);
+static void hist_start(struct sess *s);
+
 static void handle_control_now(struct sess *s, const char *msg, size_t n)
 {
+    int read = 0;
     struct proto_request req;
     struct filter *f = NULL;
     const char *why;
@@ -336,10 +355,36 @@ static void handle_control_now(struct sess *s, const char *msg, size_t n)
             reply_error(s, e, why, req.rid);
             return;
         }
-        r = reg_subscribe(env->reg, &s->client, channel_buf.data, channel_buf.len, f);
+        /* The first subscription of this client to a channel waits out of
+         * its group while history is read: the missed messages (since), the
+         * last N (history), or only the channel's position (once per
+         * channel and worker, when it is not known yet). */
+        read = env->hist != NULL && !reg_is_subscribed(&s->client, channel_buf.data,
+                                                       channel_buf.len) &&
+               (req.has_since || req.history > 0 ||
+                reg_channel_pos(env->reg, channel_buf.data, channel_buf.len, NULL) ==
+                    REG_HIST_UNKNOWN);
+        if (read && hist_prepare(s, &req) != 0)
+            read = 0;
+        r = read ? reg_subscribe_held(env->reg, &s->client, channel_buf.data, channel_buf.len, f)
+                 : reg_subscribe(env->reg, &s->client, channel_buf.data, channel_buf.len, f);
     }
     if (r < 0) {
+        free(s->hp);
+        s->hp = NULL;
         reply_error(s, PROTO_ERR_LIMIT, "out of memory", req.rid);
+        return;
+    }
+    if (read) {
+        /* The read starts once Redis has confirmed the SUBSCRIBE (then
+         * every later publish reaches us); what the client sends meanwhile
+         * waits. */
+        s->held = 1;
+        if (!(env->sub_pending != NULL &&
+              env->sub_pending(env->arg, channel_buf.data, channel_buf.len) &&
+              reg_defer_ack(env->reg, &s->client, channel_buf.data, channel_buf.len, req.rid.p,
+                            req.rid.n) == 0))
+            hist_start(s);
         return;
     }
     /* The first subscriber of a channel is acked once Redis has confirmed
@@ -353,6 +398,18 @@ static void handle_control_now(struct sess *s, const char *msg, size_t n)
         return;
     }
     proto_buf_reset(&reply_buf);
+    if (req.action == PROTO_ACTION_SUBSCRIBE) {
+        struct proto_pos pos;
+        struct proto_ack_info info = {NULL, req.has_since ? 0 : -1};
+        if (reg_channel_pos(env->reg, channel_buf.data, channel_buf.len, &pos) == REG_HIST_YES)
+            info.pos = &pos;
+        if (req.has_since)
+            stats->history_unrecovered_total++; /* already subscribed: nothing to recover */
+        if (proto_ack_encode_info(&reply_buf, req.action, channel_buf.data, channel_buf.len,
+                                  req.rid, &info) == 0)
+            send_reply(s);
+        return;
+    }
     if (proto_ack_encode(&reply_buf, req.action, channel_buf.data, channel_buf.len,
                          req.rid) == 0)
         send_reply(s);
@@ -610,6 +667,11 @@ static void on_free(struct conn *c)
 {
     struct sess *s = c->owner;
 
+    if (s->hp != NULL) {
+        hist_cancel(s->hp->req);
+        free(s->hp);
+        s->hp = NULL;
+    }
     reg_unsubscribe_all(env->reg, &s->client);
     rq_free(s);
     if (s->on_resume) {
@@ -728,6 +790,166 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* History. */
+
+/* What a subscribe that reads history keeps until the read is back. */
+static int hist_prepare(struct sess *s, const struct proto_request *req)
+{
+    struct sess_hist *h = malloc(sizeof(*h) + req->rid.n + req->channel->len);
+
+    if (h == NULL)
+        return -1;
+    h->req = NULL;
+    h->has_since = req->has_since;
+    h->since = req->since;
+    if (req->has_since) {
+        h->mode = HIST_AFTER;
+        h->arg = req->since.offset;
+    } else {
+        h->mode = HIST_LAST;
+        h->arg = req->history; /* 0: only the position */
+    }
+    h->ridlen = req->rid.n;
+    h->len = req->channel->len;
+    if (h->ridlen > 0)
+        memcpy(h->buf, req->rid.p, h->ridlen);
+    memcpy(h->buf + h->ridlen, req->channel->data, h->len);
+    s->hp = h;
+    return 0;
+}
+
+static struct proto_buf hist_scratch;  /* non-JSON entries encoded as strings */
+static struct reg_entry *hist_entries;
+static size_t *hist_starts;            /* where each entry's string is in the scratch */
+static size_t hist_entries_cap;
+
+/* The entries as live messages would be: JSON byte for byte, anything else
+ * as a JSON string, over max_message_bytes dropped. Returns how many. */
+static size_t prepare_entries(const struct hist_entry *e, size_t n)
+{
+    size_t i, k = 0;
+
+    if (n > hist_entries_cap) {
+        struct reg_entry *ne = realloc(hist_entries, n * sizeof(*ne));
+        size_t *ns;
+        if (ne != NULL)
+            hist_entries = ne;
+        ns = ne ? realloc(hist_starts, n * sizeof(*ns)) : NULL;
+        if (ns == NULL)
+            return 0;
+        hist_starts = ns;
+        hist_entries_cap = n;
+    }
+    proto_buf_reset(&hist_scratch);
+    for (i = 0; i < n; i++) {
+        struct reg_entry *r = &hist_entries[k];
+        if (e[i].n > (size_t)env->cfg->max_message_bytes)
+            continue;
+        r->offset = e[i].offset;
+        r->is_json = proto_json_validate(e[i].p, e[i].n);
+        if (r->is_json) {
+            r->json = e[i].p;
+            r->len = e[i].n;
+        } else {
+            hist_starts[k] = hist_scratch.len;
+            if (proto_json_encode_string(&hist_scratch, e[i].p, e[i].n) != 0)
+                continue;
+            r->len = hist_scratch.len - hist_starts[k];
+        }
+        k++;
+    }
+    /* The scratch may have moved while it grew: point into it now. */
+    for (i = 0; i < k; i++)
+        if (!hist_entries[i].is_json)
+            hist_entries[i].json = hist_scratch.data + hist_starts[i];
+    return k;
+}
+
+static void hist_done(void *arg, const struct hist_result *res)
+{
+    struct sess *s = arg;
+    struct sess_hist *h = s->hp;
+    const char *name = h->buf + h->ridlen;
+    struct proto_json_span rid = {h->buf, h->ridlen};
+    struct proto_pos known;
+    struct proto_ack_info info = {NULL, -1};
+    const struct hist_entry *e = NULL;
+    uint64_t last = res->ok ? res->pos.offset : 0, after = last;
+    size_t n = 0, k, delivered;
+
+    h->req = NULL;
+    if (res->ok)
+        reg_channel_learn(env->reg, name, h->len, &res->pos);
+    if (h->has_since) {
+        uint64_t since = h->since.offset;
+        int recovered = res->ok && last > 0 && !res->too_far &&
+                        h->since.epoch_len == res->pos.epoch_len &&
+                        memcmp(h->since.epoch, res->pos.epoch, res->pos.epoch_len) == 0 &&
+                        since <= last &&
+                        (since == last || (res->n > 0 && res->e[0].offset == since + 1 &&
+                                           res->e[res->n - 1].offset == last)) &&
+                        !reg_held_disrupted(env->reg, &s->client, name, h->len);
+        info.recovered = recovered;
+        if (!recovered)
+            log_debug("resume of '%.*s' since %llu: not recovered (ok %d, last %llu, too_far %d, "
+                      "n %zu, first %llu, disrupted %d)",
+                      (int)(h->len > 64 ? 64 : h->len), name, (unsigned long long)since, res->ok,
+                      (unsigned long long)last, res->too_far, res->n,
+                      (unsigned long long)(res->n ? res->e[0].offset : 0),
+                      reg_held_disrupted(env->reg, &s->client, name, h->len));
+        if (recovered) {
+            e = res->e;
+            n = res->n;
+            after = since;
+        }
+        if (recovered)
+            stats->history_recovered_total++;
+        else
+            stats->history_unrecovered_total++;
+    } else if (h->arg > 0 && res->ok && res->n > 0 &&
+               !reg_held_disrupted(env->reg, &s->client, name, h->len)) {
+        e = res->e;
+        n = res->n;
+        after = e[0].offset - 1;
+    }
+    if (reg_channel_pos(env->reg, name, h->len, &known) == REG_HIST_YES)
+        info.pos = &known;
+    if (s->conn->state == CONN_OPEN) {
+        proto_buf_reset(&reply_buf);
+        if (proto_ack_encode_info(&reply_buf, PROTO_ACTION_SUBSCRIBE, name, h->len, rid,
+                                  &info) == 0) {
+            if (s->in_feed)
+                send_reply(s); /* only when nothing follows (hist_start failed) */
+            else
+                send_text_now(s);
+        }
+    }
+    /* The ack first, then history, then live. */
+    k = n > 0 ? prepare_entries(e, n) : 0;
+    delivered = reg_resume(env->reg, &s->client, name, h->len, hist_entries, k, after, last,
+                           res->ok ? &res->pos : NULL);
+    stats->history_messages_total += delivered;
+    free(h);
+    s->hp = NULL;
+    s->held = 0;
+    if (s->rq_head != NULL)
+        resume_soon(s);
+}
+
+/* Sends the read (the SUBSCRIBE is confirmed, or the link is down). */
+static void hist_start(struct sess *s)
+{
+    struct sess_hist *h = s->hp;
+    struct hist_result none;
+
+    h->req = hist_request(env->hist, h->buf + h->ridlen, h->len, h->mode, h->arg, hist_done, s);
+    if (h->req != NULL)
+        return;
+    /* Out of memory: answered as if Redis had not. */
+    memset(&none, 0, sizeof(none));
+    hist_done(s, &none);
+}
+
 void sess_ack(void *arg, struct reg_client *cl, const char *name, size_t len, const char *rid,
               size_t ridlen)
 {
@@ -735,6 +957,11 @@ void sess_ack(void *arg, struct reg_client *cl, const char *name, size_t len, co
     struct proto_json_span r = {rid, ridlen};
 
     (void)arg;
+    if (s->hp != NULL && s->hp->req == NULL && s->hp->len == len &&
+        memcmp(s->hp->buf + s->hp->ridlen, name, len) == 0) {
+        hist_start(s); /* confirmed: now the history, then the ack */
+        return;
+    }
     s->held = 0;
     if (s->conn->state != CONN_OPEN)
         return;
@@ -793,6 +1020,12 @@ int sess_start(struct conn *c, const char *channels, size_t channels_len,
 
 void sess_cleanup(void)
 {
+    proto_buf_free(&hist_scratch);
+    free(hist_entries);
+    free(hist_starts);
+    hist_entries = NULL;
+    hist_starts = NULL;
+    hist_entries_cap = 0;
     if (resume_ev != NULL)
         event_free(resume_ev);
     resume_ev = NULL;

@@ -27,9 +27,12 @@ struct peer;
 
 /* What every session of a worker shares; owned by the worker, which must
  * keep it valid while sessions exist (cfg may be swapped on reload). */
+struct hist;
+
 struct sess_env {
     struct event_base *base;
     struct reg *reg;
+    struct hist *hist;  /* history reads (history.h); NULL: no history */
     struct frame_builder *fb;
     const struct cfg *cfg;
     struct frame *ping; /* one shared ping frame */

@@ -22,6 +22,7 @@ struct shard {
     struct shardsub *ss;
     struct shard *next;
     struct rconn *conn;
+    struct rconn *cmd;  /* commands to this primary (history reads) */
     struct clu_node addr;
     size_t nchans;     /* channels placed here */
     uint8_t was_lost;  /* lost while serving channels: its return is a reconnect */
@@ -76,6 +77,7 @@ static void shard_free(struct shard *sh)
         pp = &(*pp)->next;
     *pp = sh->next;
     rconn_free(sh->conn);
+    rconn_free(sh->cmd);
     free(sh);
 }
 
@@ -142,7 +144,14 @@ static void place_cb(void *arg, struct cset_item *it)
 static void on_map_change(void *arg)
 {
     struct shardsub *ss = arg;
+    const struct clu_node *nodes;
+    size_t i, n = clu_map_nodes(ss->map, &nodes);
 
+    /* A shard for every primary, channels or not: each gets a command
+     * connection, over which the history library is loaded everywhere. */
+    for (i = 0; i < n; i++)
+        if (shard_get(ss, &nodes[i]) == NULL)
+            log_error("cluster: out of memory for shard %s:%d", nodes[i].host, nodes[i].port);
     cset_foreach(ss->chans, place_cb, ss);
     sweep_soon(ss);
     update_up(ss);
@@ -392,10 +401,31 @@ static void refused_retry_cb(evutil_socket_t fd, short what, void *arg)
     cset_foreach(ss->chans, resend_cb, ss);
 }
 
+static void cmd_ready(void *arg)
+{
+    struct shard *sh = arg;
+    struct shardsub *ss = sh->ss;
+
+    if (ss->base.hooks.on_command_ready)
+        ss->base.hooks.on_command_ready(ss->base.hooks.arg, sh->cmd);
+}
+
+static void cmd_push(void *arg, const redisReply *r, int solicited)
+{
+    (void)arg, (void)r, (void)solicited;
+}
+
+static void cmd_lost(void *arg, enum stats_redis_loss why)
+{
+    (void)arg, (void)why; /* the subscriber connection watches the shard */
+}
+
 static struct shard *shard_get(struct shardsub *ss, const struct clu_node *n)
 {
     struct shard *sh;
     struct rconn_hooks h = {shard_ready, shard_push, shard_lost, NULL};
+    struct rconn_hooks ch = {cmd_ready, cmd_push, cmd_lost, NULL};
+    struct rconn_opts co = ss->opts;
 
     for (sh = ss->shards; sh != NULL; sh = sh->next)
         if (sh->addr.port == n->port && strcmp(sh->addr.host, n->host) == 0)
@@ -405,9 +435,15 @@ static struct shard *shard_get(struct shardsub *ss, const struct clu_node *n)
     sh->ss = ss;
     sh->addr = *n;
     h.arg = sh;
+    ch.arg = sh;
+    co.who = "cluster shard commands";
+    co.data_link = 0;
     if ((sh->conn = rconn_new(ss->base_loop, &ss->opts, &h)) == NULL ||
-        rconn_set_address(sh->conn, n->host, n->port) != 0) {
+        (sh->cmd = rconn_new(ss->base_loop, &co, &ch)) == NULL ||
+        rconn_set_address(sh->conn, n->host, n->port) != 0 ||
+        rconn_set_address(sh->cmd, n->host, n->port) != 0) {
         rconn_free(sh->conn);
+        rconn_free(sh->cmd);
         free(sh);
         return NULL;
     }
@@ -544,8 +580,22 @@ static void ss_free(struct rsub *s)
     free(ss);
 }
 
+/* To the primary of the channel's slot (MOVED and the like come back as
+ * errors for the caller: the map is asked again meanwhile). */
+static int ss_command(struct rsub *s, const char *name, size_t len, int argc,
+                      const char *const *argv, const size_t *argl, rconn_reply_fn fn, void *arg)
+{
+    struct shardsub *ss = (struct shardsub *)s;
+    const struct clu_node *n = clu_map_owner(ss->map, clu_slot(name, len));
+    struct shard *sh = n ? shard_get(ss, n) : NULL;
+
+    if (sh == NULL)
+        return -1;
+    return rconn_command(sh->cmd, fn, arg, argc, argv, argl);
+}
+
 static const struct rsub_ops shardsub_ops = {ss_subscribe, ss_unsubscribe, ss_is_up,
-                                             ss_is_pending, ss_free};
+                                             ss_is_pending, ss_command, ss_free};
 
 struct rsub *shardsub_new(struct event_base *base, const char *seeds,
                           const struct rconn_opts *opts, const struct rsub_hooks *hooks)

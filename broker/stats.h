@@ -67,6 +67,12 @@ struct stats {
     uint64_t redis_messages_total;
     uint64_t redis_bytes_total;
     uint64_t redis_send_failures_total; /* commands that could not be written */
+    uint64_t history_requests_total;    /* history asked for (resumes, history N, probes) */
+    uint64_t history_reads_total;       /* reads sent to Redis for them */
+    uint64_t history_recovered_total;   /* resumes answered "recovered":true */
+    uint64_t history_unrecovered_total; /* resumes answered "recovered":false */
+    uint64_t history_messages_total;    /* messages delivered from history */
+    uint64_t history_dropped_total;     /* payloads with a malformed history prefix */
     uint64_t redis_link_losses_total[STATS_LOSS_NREASONS];
     uint64_t frames_sent_total;        /* data frames queued to clients */
     uint64_t messages_delivered_total; /* messages in those frames */

@@ -21,6 +21,8 @@
 #include "docroot.h"
 #include "filter.h"
 #include "frame.h"
+#include "histlib.h"
+#include "history.h"
 #include "http.h"
 #include "listen.h"
 #include "log.h"
@@ -46,6 +48,7 @@ struct worker {
     struct frame_builder *fb;
     struct reg *reg;
     struct rsub *sub;
+    struct hist *hist;
     struct event *sig_term;
     struct event *sig_int;
     struct event *sig_hup;
@@ -83,19 +86,29 @@ static void note_oversize(struct worker *w, const char *ch, size_t clen, size_t 
     w->oversize_quiet = 0;
 }
 
-static void on_message(void *arg, const char *ch, size_t clen, const char *p, size_t n)
+static void on_message(void *arg, const char *ch, size_t clen, const char *raw, size_t rawlen)
 {
     struct worker *w = arg;
+    struct proto_pos pos;
+    const char *p;
+    size_t n;
+    int h = proto_pos_strip(raw, rawlen, &pos, &p, &n);
 
     stats->redis_messages_total++;
-    stats->redis_bytes_total += n;
+    stats->redis_bytes_total += rawlen;
+    if (h < 0) {
+        /* NUL 'H' starts a history position: a publisher that sends such a
+         * payload without one is told by the counter. */
+        stats->history_dropped_total++;
+        return;
+    }
     if (n > (size_t)w->cfg->max_message_bytes) {
         note_oversize(w, ch, clen, n);
         return;
     }
     /* Valid JSON goes out byte for byte; anything else as a JSON string. */
     if (proto_json_validate(p, n)) {
-        reg_publish(w->reg, ch, clen, p, n, 1);
+        reg_publish(w->reg, ch, clen, p, n, 1, h ? &pos : NULL);
         return;
     }
     proto_buf_reset(&w->scratch);
@@ -103,7 +116,7 @@ static void on_message(void *arg, const char *ch, size_t clen, const char *p, si
         stats->dropped_total[DROP_NOMEM]++;
         return;
     }
-    reg_publish(w->reg, ch, clen, w->scratch.data, w->scratch.len, 0);
+    reg_publish(w->reg, ch, clen, w->scratch.data, w->scratch.len, 0, h ? &pos : NULL);
 }
 
 /* Control path: registry -> Redis. */
@@ -155,6 +168,16 @@ static void on_redis_down(void *arg)
     log_warn("redis: link down; clients stay connected, delivery resumes on reconnect");
     /* Nothing will be confirmed before the link is back. */
     reg_settle_all(w->reg);
+}
+
+/* Every primary gets the history library whenever a command connection to
+ * it is ready (histlib.h). */
+static void on_command_ready(void *arg, struct rconn *c)
+{
+    struct worker *w = arg;
+
+    hlib_load(c, w->cfg->history_size, w->cfg->history_ttl_s,
+              w->cfg->redis_mode == CFG_REDIS_CLUSTER && w->cfg->cluster_sharded);
 }
 
 static int healthy(void *arg)
@@ -359,6 +382,8 @@ static void apply_config(struct worker *w)
     log_set_level((enum log_level)w->cfg->log_level);
     batcher_configure(reg_batcher(w->reg), w->cfg->batch_interval_ms, w->cfg->batch_max_bytes);
     conn_set_set_max_pending(w->conns, (size_t)w->cfg->max_pending_bytes);
+    if (w->hist != NULL)
+        hist_configure(w->hist, w->cfg->history_recover_max);
     stats_arm(w);
 }
 
@@ -461,7 +486,10 @@ static void worker_free(struct worker *w)
     conn_set_free(w->conns);
     peer_table_free(w->peers);
     docroot_free(w->docroot);
+    /* No callback comes from a freed connection: history's reads in flight
+     * are freed after the subscriber that carried them. */
     rsub_free(w->sub);
+    hist_free(w->hist);
     reg_free(w->reg);
     if (w->senv.ping)
         frame_unref(w->senv.ping);
@@ -557,9 +585,13 @@ int worker_run(struct cfg *cfg, struct lsn_sock *socks, int nsocks)
     lh.on_up = on_redis_up;
     lh.on_down = on_redis_down;
     lh.on_settled = on_settled;
+    lh.on_command_ready = on_command_ready;
     lh.arg = &w;
-    if ((w.sub = redis_subscriber_new(w.base, cfg, &lh)) == NULL)
+    if ((w.sub = redis_subscriber_new(w.base, cfg, &lh)) == NULL ||
+        (w.hist = hist_new(w.base, w.sub)) == NULL)
         goto done;
+    hist_configure(w.hist, cfg->history_recover_max);
+    w.senv.hist = w.hist;
     event_base_dispatch(w.base);
     log_info("stopped");
     rc = 0;

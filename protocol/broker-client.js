@@ -7,8 +7,11 @@
 //   await client.subscribe('prices', {filter: {sym: 'ACME'}}, (messages, channel) => ...);
 //
 // The client reconnects by itself (exponential backoff with full jitter) and
-// subscribes again to every channel it holds, with its filter. Messages
-// published while it was away are not replayed: Pub/Sub is at-most-once.
+// subscribes again to every channel it holds, with its filter. On channels
+// with history (published with FCALL broker_publish, PROTOCOL.md section 7)
+// it keeps each channel's last offset and epoch and resumes with "since":
+// what was published while it was away arrives first, or a "gap" event says
+// it could not be recovered. Plain PUBLISH channels are at-most-once.
 
 /** Reconnect schedule, in milliseconds: the delay before attempt n (from 0)
  * is uniform in [0, min(max, initial * factor^n)); a connection that stayed
@@ -128,7 +131,13 @@ function makeEvent(type, detail) {
  * must be in place on it. Events (EventTarget, or on()/off() with the
  * detail as argument):
  *   open          {url, reconnected}        a connection is up (resubscribes are sent)
- *   subscribed    {channel, filter, resubscribed}  the broker acked a subscription
+ *   subscribed    {channel, filter, resubscribed, recovered, offset, epoch}
+ *                                            the broker acked a subscription;
+ *                                            recovered: true/false after a resume
+ *                                            (undefined when none was asked)
+ *   gap           {channel, offset, epoch}  a resume could not recover what was
+ *                                            missed (history gone, too far, Redis
+ *                                            lost it): reload the channel's state
  *   close         {code, reason, wasOpen, willReconnect}
  *   reconnecting  {attempt, delay}           the next try is in `delay` ms
  *   error         {error, channel?}         socket errors, errors the broker sent
@@ -143,7 +152,7 @@ export class BrokerClient extends EventTarget {
     #ws = null;
     #state = 'idle';
     #timer = null;
-    #subs = new Map();     // channel -> {channel, filter, onMessages, waiters, acked, prev}
+    #subs = new Map();     // channel -> {channel, filter, onMessages, waiters, acked, prev, pos}
     #pending = new Map();  // rid -> {kind, entry | resolve/reject, channel}
     #rid = 0;
     #opens = 0;
@@ -207,6 +216,10 @@ export class BrokerClient extends EventTarget {
             acked: false,
             inflight: 0,
             prev: prev && prev.acked ? prev : prev?.prev ?? null,
+            // Where this channel's history is: {offset, epoch} once known;
+            // options.since resumes from a position kept elsewhere.
+            pos: options.since ?? prev?.pos ?? null,
+            history: options.history,
         };
         // A previous request not sent yet (offline) is answered with this one.
         if (prev && prev.inflight === 0) entry.waiters = prev.waiters.splice(0);
@@ -392,7 +405,12 @@ export class BrokerClient extends EventTarget {
         const rid = ++this.#rid;
         const msg = {action: 'subscribe', channel: entry.channel, rid};
         if (entry.filter !== undefined && entry.filter !== null) msg.filter = entry.filter;
-        this.#pending.set(rid, {kind: 'subscribe', entry, resubscribed});
+        // Back after a connection was lost (or told where to start): what
+        // was missed first. Otherwise history N, the first time only.
+        const since = entry.pos && (resubscribed || !entry.acked) ? entry.pos : null;
+        if (since) msg.since = {offset: since.offset, epoch: since.epoch};
+        else if (entry.history > 0 && !resubscribed) msg.history = entry.history;
+        this.#pending.set(rid, {kind: 'subscribe', entry, resubscribed, since: !!since});
         entry.inflight++;
         this.#send(msg);
     }
@@ -421,6 +439,8 @@ export class BrokerClient extends EventTarget {
         if (msg.type === 'batch') {
             const entry = this.#subs.get(msg.channel);
             if (!entry) return;  // unsubscribed, the broker had it in flight
+            if (typeof msg.offset === 'number' && typeof msg.epoch === 'string')
+                entry.pos = {offset: msg.offset, epoch: msg.epoch};
             try {
                 entry.onMessages(msg.messages, msg.channel);
             } catch (error) {
@@ -447,7 +467,17 @@ export class BrokerClient extends EventTarget {
             if (current) {
                 entry.acked = true;
                 entry.prev = null;
-                this.#emit('subscribed', {channel: entry.channel, filter: entry.filter, resubscribed: p.resubscribed});
+                const recovered = p.since ? msg.recovered === true : undefined;
+                // The ack says where the channel is now (what follows is
+                // what arrives): a failed resume starts from there.
+                if (typeof msg.offset === 'number' && typeof msg.epoch === 'string' &&
+                    (!entry.pos || recovered === false || entry.pos.epoch !== msg.epoch ||
+                     entry.pos.offset < msg.offset && !p.since))
+                    entry.pos = {offset: msg.offset, epoch: msg.epoch};
+                this.#emit('subscribed', {channel: entry.channel, filter: entry.filter, resubscribed: p.resubscribed,
+                                          recovered, offset: msg.offset, epoch: msg.epoch});
+                if (recovered === false)
+                    this.#emit('gap', {channel: entry.channel, offset: msg.offset, epoch: msg.epoch});
             }
             this.#settle(entry, null);
             return;
@@ -472,7 +502,9 @@ export class BrokerClient extends EventTarget {
     }
 }
 
-/** Creates a client and opens its connection. Options: token (a string, or
+/** Creates a client and opens its connection. subscribe() takes {filter,
+ * history: N (the last N messages first), since: {offset, epoch} (resume
+ * from a position saved elsewhere)}. Options: token (a string, or
  * a function returning one or a promise of one, called before each
  * connect), WebSocket (the constructor to use; default the global one),
  * backoff ({initial, max, factor, stableAfter} in ms). */

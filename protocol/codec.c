@@ -17,16 +17,55 @@ int proto_channel_valid(const char *name, size_t n)
     return proto_utf8_valid(name, n);
 }
 
+/* "since" and "history" of a subscribe (null counts as absent). */
+static int decode_resume(struct proto_request *req, struct proto_json_span since,
+                         struct proto_json_span history, const char **why)
+{
+    uint64_t h = 0;
+    size_t i;
+
+    if (since.n > 0 && proto_json_type_of(since) == PROTO_JSON_NULL)
+        since.n = 0;
+    if (history.n > 0 && proto_json_type_of(history) == PROTO_JSON_NULL)
+        history.n = 0;
+    if (since.n > 0 && history.n > 0) {
+        *why = "history and since cannot be combined";
+        return -1;
+    }
+    if (since.n > 0) {
+        if (proto_since_decode(since, &req->since, why) != 0)
+            return -1;
+        req->has_since = 1;
+    }
+    if (history.n > 0) {
+        *why = "history must be an integer from 0 to 1000000";
+        if (history.n > 7 || (history.n > 1 && history.p[0] == '0'))
+            return -1;
+        for (i = 0; i < history.n; i++) {
+            if (history.p[i] < '0' || history.p[i] > '9')
+                return -1;
+            h = h * 10 + (uint64_t)(history.p[i] - '0');
+        }
+        if (h > PROTO_HISTORY_MAX)
+            return -1;
+        req->history = (uint32_t)h;
+    }
+    return 0;
+}
+
 enum proto_error proto_request_decode(const char *msg, size_t n,
                                       struct proto_request *req, const char **why)
 {
     struct proto_json_obj_iter it;
-    struct proto_json_span key, val, action = {0}, channel = {0}, ident = {0};
+    struct proto_json_span key, val, action = {0}, channel = {0}, ident = {0}, since = {0},
+                                     history = {0};
     int r;
 
     req->action = PROTO_ACTION_NONE;
     req->rid.p = req->filter.p = NULL;
     req->rid.n = req->filter.n = 0;
+    req->has_since = 0;
+    req->history = 0;
     proto_buf_reset(req->channel);
 
     /* Validate the whole text first so that no member of an invalid message
@@ -51,6 +90,10 @@ enum proto_error proto_request_decode(const char *msg, size_t n,
             req->rid = val;
         else if (proto_json_string_eq(key, "filter"))
             req->filter = val;
+        else if (proto_json_string_eq(key, "since"))
+            since = val;
+        else if (proto_json_string_eq(key, "history"))
+            history = val;
     }
     if (r < 0) {
         *why = "invalid JSON";
@@ -86,6 +129,8 @@ enum proto_error proto_request_decode(const char *msg, size_t n,
         *why = "invalid channel name (1-256 bytes, no control characters)";
         return PROTO_ERR_BAD_REQUEST;
     }
+    if (req->action == PROTO_ACTION_SUBSCRIBE && decode_resume(req, since, history, why) != 0)
+        return PROTO_ERR_BAD_REQUEST;
     *why = NULL;
     return PROTO_OK;
 }
@@ -128,6 +173,24 @@ int proto_ack_encode(struct proto_buf *out, enum proto_action a,
         proto_buf_append_str(out, "\",\"channel\":") != 0 ||
         proto_json_encode_string(out, channel, channel_len) != 0 ||
         append_rid(out, rid) != 0)
+        return -1;
+    return proto_buf_append_byte(out, '}');
+}
+
+int proto_ack_encode_info(struct proto_buf *out, enum proto_action a, const char *channel,
+                          size_t channel_len, struct proto_json_span rid,
+                          const struct proto_ack_info *info)
+{
+    if (proto_buf_append_str(out, "{\"type\":\"ack\",\"action\":\"") != 0 ||
+        proto_buf_append_str(out, proto_action_name(a)) != 0 ||
+        proto_buf_append_str(out, "\",\"channel\":") != 0 ||
+        proto_json_encode_string(out, channel, channel_len) != 0 || append_rid(out, rid) != 0)
+        return -1;
+    if (info != NULL && info->recovered >= 0 &&
+        proto_buf_append_str(out, info->recovered ? ",\"recovered\":true" : ",\"recovered\":false") != 0)
+        return -1;
+    if (info != NULL && info->pos != NULL && info->pos->offset > 0 &&
+        proto_pos_members(out, info->pos) != 0)
         return -1;
     return proto_buf_append_byte(out, '}');
 }

@@ -1,7 +1,8 @@
 /* codec.h: the broker's WebSocket protocol, both directions (PROTOCOL.md).
  *
  * Client to broker: one JSON object per text frame,
- *   {"action":"subscribe"|"unsubscribe","channel":"...","rid":<any>,"filter":{...}}
+ *   {"action":"subscribe"|"unsubscribe","channel":"...","rid":<any>,"filter":{...},
+ *    "since":{"offset":N,"epoch":"..."} | "history":N}
  * ("identifier" is accepted in place of "channel").
  * Broker to client: acks, errors and batches,
  *   {"type":"ack","action":"subscribe","channel":"...","rid":<same>}
@@ -17,6 +18,7 @@
 #include <stddef.h>
 
 #include "buf.h"
+#include "history.h"
 #include "json.h"
 
 /* Longest channel name, in bytes; longer names are refused (bad_request). */
@@ -49,11 +51,24 @@ enum proto_close {
     PROTO_CLOSE_TOKEN_EXPIRED = 4001
 };
 
+/* The largest "history" a subscribe may ask for (the broker serves at
+ * most history_recover_max of them). */
+#define PROTO_HISTORY_MAX 1000000
+
 struct proto_request {
     enum proto_action action;
     struct proto_buf *channel;   /* caller's buffer, receives the decoded name */
     struct proto_json_span rid;    /* raw JSON value; n == 0 when absent */
     struct proto_json_span filter; /* raw JSON value; n == 0 when absent */
+    int has_since;                 /* subscribe: resume after this position */
+    struct proto_pos since;
+    uint32_t history;              /* subscribe: the last N messages first; 0 none */
+};
+
+/* What an ack of a subscribe to a history channel says. */
+struct proto_ack_info {
+    const struct proto_pos *pos; /* the channel's current position; NULL: none */
+    int recovered;               /* -1: not asked (no since), 0 false, 1 true */
 };
 
 /* Decodes one control message. req->channel must point to a buffer of the
@@ -73,6 +88,10 @@ const char *proto_error_name(enum proto_error e);
 int proto_ack_encode(struct proto_buf *out, enum proto_action a,
                      const char *channel, size_t channel_len,
                      struct proto_json_span rid);
+/* The same with "recovered", "offset" and "epoch" when info says so. */
+int proto_ack_encode_info(struct proto_buf *out, enum proto_action a, const char *channel,
+                          size_t channel_len, struct proto_json_span rid,
+                          const struct proto_ack_info *info);
 int proto_error_encode(struct proto_buf *out, enum proto_error code,
                        const char *message, struct proto_json_span rid);
 

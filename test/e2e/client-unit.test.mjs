@@ -384,3 +384,64 @@ test('without a WebSocket implementation the constructor says what to do', () =>
         globalThis.WebSocket = saved;
     }
 });
+
+test('history: offsets kept from batches, since on every reconnect, gap when not recovered', async () => {
+    const {client, clock, events, sock} = setup();
+    const gaps = [];
+    client.on('gap', (d) => gaps.push(d));
+    await tick();
+    const got = [];
+    const p = client.subscribe('h', {history: 3}, (msgs) => got.push(...msgs));
+    sock().open();
+    let [m] = sock().take();
+    assert.equal(m.history, 3);
+    assert.equal(m.since, undefined);
+    sock().receive({type: 'ack', action: 'subscribe', channel: 'h', rid: m.rid, offset: 10, epoch: 'e1'});
+    await p;
+    sock().receive({type: 'batch', channel: 'h', messages: [8, 9, 10], offset: 10, epoch: 'e1'});
+    sock().receive({type: 'batch', channel: 'h', messages: [11], offset: 11, epoch: 'e1'});
+    // The connection drops: the resubscribe resumes after 11, not history.
+    sock().drop();
+    clock.advance(60000);
+    await tick();
+    sock().open();
+    [m] = sock().take();
+    assert.deepEqual(m.since, {offset: 11, epoch: 'e1'});
+    assert.equal(m.history, undefined);
+    sock().receive({type: 'ack', action: 'subscribe', channel: 'h', rid: m.rid, recovered: true, offset: 13, epoch: 'e1'});
+    const sub = events.filter(([t]) => t === 'subscribed').pop()[1];
+    assert.equal(sub.recovered, true);
+    assert.equal(sub.resubscribed, true);
+    sock().receive({type: 'batch', channel: 'h', messages: [12, 13], offset: 13, epoch: 'e1'});
+    assert.deepEqual(got, [8, 9, 10, 11, 12, 13]);
+    assert.equal(gaps.length, 0);
+    // Again, but the broker cannot recover (history expired): a gap event,
+    // and the next resume starts from where the ack says the channel is.
+    sock().drop();
+    clock.advance(60000);
+    await tick();
+    sock().open();
+    [m] = sock().take();
+    assert.deepEqual(m.since, {offset: 13, epoch: 'e1'});
+    sock().receive({type: 'ack', action: 'subscribe', channel: 'h', rid: m.rid, recovered: false, offset: 2, epoch: 'e2'});
+    assert.deepEqual(gaps, [{channel: 'h', offset: 2, epoch: 'e2'}]);
+    sock().drop();
+    clock.advance(60000);
+    await tick();
+    sock().open();
+    [m] = sock().take();
+    assert.deepEqual(m.since, {offset: 2, epoch: 'e2'});
+    client.close();
+});
+
+test('history: since given by the application resumes the first subscribe', async () => {
+    const {client, sock} = setup();
+    await tick();
+    const p = client.subscribe('h', {since: {offset: 5, epoch: 'x'}}, () => {});
+    sock().open();
+    const [m] = sock().take();
+    assert.deepEqual(m.since, {offset: 5, epoch: 'x'});
+    sock().receive({type: 'ack', action: 'subscribe', channel: 'h', rid: m.rid, recovered: true, offset: 9, epoch: 'x'});
+    await p;
+    client.close();
+});

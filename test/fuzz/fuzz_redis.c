@@ -181,7 +181,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         raddr_failed(p);
         raddr_free(p);
     } else {
-        struct rsub_hooks h = {nop_msg, nop_void, nop_void, nop_settled, NULL};
+        struct rsub_hooks h = {nop_msg, nop_void, nop_void, nop_settled, NULL, NULL};
         struct raddr *a = raddr_fixed_new("127.0.0.1", 6379, NULL, NULL);
         struct rsub *s = a ? nodesub_new(base, a, &o, &h) : NULL;
         if (s == NULL)

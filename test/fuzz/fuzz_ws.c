@@ -70,7 +70,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     sess_start(c, NULL, 0, (const char *)data, size, NULL, NULL);
     /* Publish on a channel the input may have subscribed to. */
-    reg_publish(reg, "a", 1, "{\"x\":1}", 7, 1);
+    reg_publish(reg, "a", 1, "{\"x\":1}", 7, 1, NULL);
     event_base_loop(base, EVLOOP_NONBLOCK);
     while (read(sv[1], sink, sizeof(sink)) > 0)
         ;

@@ -737,6 +737,78 @@ def test_soak_sharded_every_shard_holds(cluster, make_broker):
 
 
 @pytest.mark.timeout(120)
+def test_history_on_every_shard_resume_on_another_broker(cluster, make_broker):
+    """The history library is loaded on every primary; FCALL broker_publish
+    (routed by the channel, the one key) records and SPUBLISHes on the
+    channel's shard; a client of broker A that leaves and comes back to
+    broker B with since gets exactly what it missed, on every shard."""
+    from helpers import RespConn
+    a = cluster_broker(make_broker, cluster)
+    b2 = cluster_broker(make_broker, cluster)
+    per = channels_per_primary(cluster, "hist")
+
+    def loaded():
+        return all(cluster.node(p).cmd("FUNCTION", "LIST", "LIBRARYNAME", "broker")
+                   for p in cluster.primaries())
+    wait_until(loaded, 15 * SLOW, what="the library on every primary")
+
+    def fcall(port, ch, i):
+        with RespConn(port) as c:
+            return c.command("FCALL", "broker_publish", 1, ch, '{"i":%d}' % i)
+
+    async def body():
+        ws = await ws_connect(a.port)
+        try:
+            for k, (port, ch) in enumerate(sorted(per.items())):
+                await send_json(ws, {"action": "subscribe", "channel": ch, "rid": k})
+                _, ack = await recv_json(ws, 10 * SLOW)
+                assert ack["type"] == "ack", ack
+            for port, ch in per.items():
+                wait_shardnumsub(cluster, ch, 1)
+                for i in range(1, 6):
+                    assert fcall(port, ch, i) == i
+            got = {}
+            while sum(len(v) for v in got.values()) < 15:
+                obj = json.loads(await asyncio.wait_for(ws.recv(), 10 * SLOW))
+                got.setdefault(obj["channel"], []).extend(m["i"] for m in obj["messages"])
+                assert obj["offset"] == got[obj["channel"]][-1], obj
+            assert all(v == [1, 2, 3, 4, 5] for v in got.values()), got
+        finally:
+            await ws.close()
+        epochs = {}
+        for port, ch in per.items():
+            for i in range(6, 11):
+                fcall(port, ch, i)
+            with RespConn(port) as c:
+                epochs[ch] = c.command("FCALL_RO", "broker_range", 1, ch, 0, "after", 0)[0].decode()
+        ws = await ws_connect(b2.port)
+        try:
+            for k, ch in enumerate(sorted(per.values())):
+                await send_json(ws, {"action": "subscribe", "channel": ch, "rid": k,
+                                     "since": {"offset": 5, "epoch": epochs[ch]}})
+                acks = []
+                while not acks:
+                    obj = json.loads(await asyncio.wait_for(ws.recv(), 10 * SLOW))
+                    if obj["type"] == "ack":
+                        acks.append(obj)
+                    else:
+                        pending.append(obj)
+                assert acks[0]["recovered"] is True and acks[0]["offset"] == 10, acks
+            got = {}
+            for obj in pending:
+                got.setdefault(obj["channel"], []).extend(m["i"] for m in obj["messages"])
+            while sum(len(v) for v in got.values()) < 15:
+                obj = json.loads(await asyncio.wait_for(ws.recv(), 10 * SLOW))
+                got.setdefault(obj["channel"], []).extend(m["i"] for m in obj["messages"])
+            assert all(v == [6, 7, 8, 9, 10] for v in got.values()), got
+        finally:
+            await ws.close()
+
+    pending = []
+    run(body(), timeout=100)
+
+
+@pytest.mark.timeout(120)
 def test_first_seed_down_the_next_one_answers(cluster, make_broker):
     dead = helpers.free_port()
     b = make_broker(cluster.nodes[0].port, redis_mode="cluster", batch_interval_ms=0,

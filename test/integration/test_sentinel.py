@@ -507,3 +507,53 @@ def test_soak_with_one_failover(own_sentinel, make_broker):
     assert not re.search(r"no answer|connect failed|reconnecting", log), log[-3000:]
     print("soak sentinel: %d messages x %d clients, one failover, %d reconnects"
           % (total, len(got), workers))
+
+
+@pytest.mark.timeout(150)
+def test_history_survives_a_failover(own_sentinel, make_broker):
+    """History lives in the primary and replicates with it (functions too):
+    after SENTINEL FAILOVER a client of the broker resumes with since on the
+    new primary and recovers what was published on the old one and the
+    new."""
+    import json
+    from helpers import RespConn, recv_json, send_json
+    s = own_sentinel
+    b = sentinel_broker(make_broker, s)
+    old, new = s.primary.port, s.replica.port
+    ch = uniq("shist")
+    wait_until(lambda: redis_command(old, "FUNCTION", "LIST", "LIBRARYNAME", "broker") != [],
+               10 * SLOW, what="the library on the primary")
+
+    def fcall(port, i):
+        with RespConn(port) as c:
+            return c.command("FCALL", "broker_publish", 1, ch, '{"i":%d}' % i)
+
+    for i in range(1, 6):
+        assert fcall(old, i) == i
+    epoch = redis_command(old, "FCALL_RO", "broker_range", 1, ch, 0, "after", 0)[0].decode()
+    # The replica has it all before the switch (WAIT), as an orderly
+    # failover would.
+    assert redis_command(old, "WAIT", 1, 5000) == 1
+    assert redis_command(s.sentinels[0].port, "SENTINEL", "FAILOVER", NAME) == "OK"
+    wait_until(lambda: s.master_addr() == new, 30, interval=0.2, what="the replica promoted")
+    wait_until(lambda: info_field(new, "replication", "role") == "master", 10, what="role")
+    wait_until(lambda: b.healthz()[0] == 200 and "redis 127.0.0.1:%d: connected" % new in b.log(),
+               15 * SLOW, what="the broker on the new primary")
+    for i in range(6, 9):
+        assert fcall(new, i) == i
+
+    async def body():
+        ws = await ws_connect(b.port)
+        try:
+            await send_json(ws, {"action": "subscribe", "channel": ch, "rid": 1,
+                                 "since": {"offset": 2, "epoch": epoch}})
+            _, ack = await recv_json(ws, 10 * SLOW)
+            assert ack["recovered"] is True and ack["offset"] == 8 and ack["epoch"] == epoch, ack
+            got = []
+            while len(got) < 6:
+                obj = json.loads(await asyncio.wait_for(ws.recv(), 10 * SLOW))
+                got.extend(m["i"] for m in obj["messages"])
+            assert got == [3, 4, 5, 6, 7, 8], got
+        finally:
+            await ws.close()
+    run(body(), timeout=60)

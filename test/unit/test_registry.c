@@ -114,7 +114,7 @@ static void reset_seen(void)
 
 static void pub(struct reg *r, const char *ch, const char *json)
 {
-    reg_publish(r, ch, strlen(ch), json, strlen(json), 1);
+    reg_publish(r, ch, strlen(ch), json, strlen(json), 1, NULL);
 }
 
 static void test_first_last_and_groups(struct reg *r)
@@ -142,10 +142,10 @@ static void test_first_last_and_groups(struct reg *r)
     pub(r, "c", "{\"x\":2}");
     CHECK(frames_to[0] == 2 && frames_to[1] == 2 && frames_to[2] == 1 && frames_to[3] == 1);
     /* A non-JSON payload (encoded as a string) reaches unfiltered groups only. */
-    reg_publish(r, "c", 1, "\"raw\"", 5, 0);
+    reg_publish(r, "c", 1, "\"raw\"", 5, 0, NULL);
     CHECK(frames_to[0] == 3 && frames_to[2] == 1);
     /* Unknown channels are ignored. */
-    CHECK(reg_publish(r, "nope", 4, "1", 1, 1) == 0);
+    CHECK(reg_publish(r, "nope", 4, "1", 1, 1, NULL) == 0);
 
     /* Refilter: a new filter moves the subscription; the same one is no change. */
     CHECK(reg_subscribe(r, &cl[1], "c", 1, filt("{\"x\":2}")) == REG_REPLACED);
