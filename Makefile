@@ -55,7 +55,7 @@ FUZZERS   := $(patsubst test/fuzz/%.c,$(FUZZ_DIR)/%,$(wildcard test/fuzz/fuzz_*.
 FUZZ_SAN  := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_LIBS := $(FUZZ_DIR)/lib/libbroker.a $(FUZZ_DIR)/lib/libproto.a
 
-.PHONY: FORCE all deps test unit integration asan test-asan test-valgrind run clean fuzz fuzz-build fuzz-libs stack stack-stop e2e bench bench-compare
+.PHONY: FORCE all deps test unit integration asan test-asan test-valgrind run clean fuzz fuzz-build fuzz-libs stack stack-stop e2e bench bench-compare bench-stack
 all: $(BUILD)/broker $(TOOLS)
 
 deps:
@@ -128,6 +128,12 @@ bench: all
 bench-compare: all
 	@scripts/deps.sh gnuplot-nox nginx libnginx-mod-nchan nodejs
 	/usr/bin/python3 scripts/bench/run.py --compare $(BENCH_ARGS)
+
+# The whole stack through nginx with TLS: ours over Unix sockets and over
+# TCP, and nginx + nchan terminating TLS, then 100,000 wss connections.
+bench-stack: all
+	@scripts/deps.sh gnuplot-nox nginx libnginx-mod-nchan nodejs
+	/usr/bin/python3 scripts/bench/run.py --stack --out scripts/bench/results-stack $(BENCH_ARGS)
 
 # The production topology on loopback (scripts/stack.sh): redis-server, the
 # broker and nginx terminating TLS with docker/nginx.conf. Prints the wss://,

@@ -42,13 +42,20 @@ CLK = os.sysconf("SC_CLK_TCK")
 SYS_CPU, LOAD_CPU = "0", "1"
 
 ALL_SYSTEMS = ["broker", "floor", "ws-buffer", "ws-string", "socketio", "nchan"]
-ALL_SCENARIOS = ["seed003", "fanout", "storm", "ingest", "filters", "idle", "idle100k"]
+# The stack as deployed, through nginx with TLS (make bench-stack): ours over
+# Unix sockets, ours over the loopback TCP hop, and nginx + nchan terminating
+# TLS itself with the same TLS settings.
+STACK_SYSTEMS = ["stack-unix", "stack-tcp", "nchan-tls"]
+STACK_SCENARIOS = ["seed003", "fanout", "idle", "storm"]
+ALL_SCENARIOS = ["seed003", "fanout", "storm", "ingest", "filters", "idle", "idle100k", "stack100k"]
 
 # Durations: the full run fits in about 15 minutes with every system.
 FULL = dict(seed003_s=30, fanout_s=8, fanout_rates=[2000, 10000, 20000], ingest_s=10,
-            filters_s=6, storm_reps=3, idle_n=19900, idle100k_n=100000)
+            filters_s=6, storm_reps=3, idle_n=19900, idle100k_n=100000, stack_idle_n=9000,
+            stack100k_n=100000)
 QUICK = dict(seed003_s=6, fanout_s=4, fanout_rates=[2000, 20000], ingest_s=4,
-             filters_s=3, storm_reps=1, idle_n=5000, idle100k_n=20000)
+             filters_s=3, storm_reps=1, idle_n=5000, idle100k_n=20000, stack_idle_n=3000,
+             stack100k_n=10000)
 
 
 def log(msg):
@@ -191,6 +198,7 @@ class System:
     query_only = False      # subscribes only in the URL (nchan)
     filters = False
     path = "/ws"
+    tls_opts = []           # loadgen's TLS options (wss:// systems)
 
     def __init__(self, ctx):
         self.ctx = ctx
@@ -338,17 +346,25 @@ class Nchan(System):
     publishes and POSTs it to nchan's publisher endpoint."""
     name, query_only = "nchan", True
 
+    pub_port = None  # nchan-tls: the bridge publishes over plain HTTP here
+
+    def conf_text(self, d):
+        return NGINX_CONF.format(so=NCHAN_SO, dir=d, port=self.port)
+
     def start(self):
         d = os.path.join(self.ctx.dir, f"nginx-{self.port}")
         os.makedirs(d, exist_ok=True)
+        if self.tls_opts:
+            self.pub_port = free_port()
         conf = os.path.join(d, "nginx.conf")
         with open(conf, "w") as f:
-            f.write(NGINX_CONF.format(so=NCHAN_SO, dir=d, port=self.port))
+            f.write(self.conf_text(d))
         ng = spawn(["nginx", "-c", conf, "-p", d], SYS_CPU, err=self.logfile("nginx"))
         self.procs = [ng]
         wait_port(self.port, ng)
         br = spawn(["node", os.path.join(PEERS, "nchan-bridge.js"), "--redis",
-                    f"127.0.0.1:{self.ctx.redis_port}", "--nchan", f"127.0.0.1:{self.port}"],
+                    f"127.0.0.1:{self.ctx.redis_port}", "--nchan",
+                    f"127.0.0.1:{self.pub_port or self.port}"],
                    SYS_CPU, err=self.logfile("bridge"))
         self.procs.append(br)
         time.sleep(0.5)
@@ -374,8 +390,150 @@ class Nchan(System):
         self.procs = []
 
 
+# The TLS settings of docker/nginx.conf, for nchan-tls to match them.
+TLS_CONF = """
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;
+    ssl_prefer_server_ciphers off;
+    ssl_ecdh_curve X25519:prime256v1:secp384r1;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_timeout 1d;
+    ssl_session_tickets on;
+    ssl_certificate {certs}/stack.crt;
+    ssl_certificate_key {certs}/stack.key;
+"""
+
+
+def certs(ctx):
+    """The run's self-signed ECDSA certificate (docker/gen-cert.sh), made once."""
+    d = os.path.join(ctx.dir, "certs")
+    if not os.path.exists(os.path.join(d, "stack.crt")):
+        subprocess.run([os.path.join(ROOT, "docker", "gen-cert.sh"), d], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return d
+
+
+class Stack(System):
+    """The production topology of scripts/stack.sh and docker/: nginx with
+    docker/nginx.conf (unchanged but for the worker count of the scale run)
+    terminating TLS, in front of the broker, reached over a Unix socket per
+    broker worker (stack-unix) or over loopback TCP (stack-tcp). CPU and
+    memory are those of every nginx worker and every broker worker."""
+    name, upstream = "stack-unix", "unix"
+    filters = True
+    tls_opts = ["--insecure"]
+
+    def __init__(self, ctx, workers=1, nginx_workers=None):
+        super().__init__(ctx)
+        self.workers = workers
+        self.nginx_workers = nginx_workers
+        self.bport = free_port()
+
+    def url(self):
+        return f"wss://127.0.0.1:{self.port}{self.path}"
+
+    def start(self):
+        d = os.path.join(self.ctx.dir, f"{self.name}-{self.port}")
+        prefix, run = os.path.join(d, "nginx"), os.path.join(d, "run")
+        for sub in ("logs", "tmp", "www", "internal-allow.d"):
+            os.makedirs(os.path.join(prefix, sub), exist_ok=True)
+        os.makedirs(run, exist_ok=True)
+        # Started by root, nginx's workers run as nobody: they must reach the
+        # sockets (and the prefix).
+        for x in (self.ctx.dir, d, prefix, run):
+            os.chmod(x, 0o755)
+        group = "nogroup" if os.geteuid() == 0 else ""
+        conf = os.path.join(d, "broker.conf")
+        with open(conf, "w") as f:
+            f.write(f"listen 127.0.0.1:{self.bport}\nlisten unix:{run}/broker.sock\n"
+                    f"listen_socket_group {group}\nredis_url redis://127.0.0.1:{self.ctx.redis_port}\n"
+                    f"workers {self.workers}\nstats_interval_s 0\nlog_level warn\n")
+        br = spawn([BROKER, "-c", conf], SYS_CPU, err=self.logfile("broker"))
+        self.procs = [br]
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            if br.poll() is not None:
+                raise RuntimeError(f"broker exited with {br.returncode}")
+            if len(children(br.pid)) == self.workers and self.healthy():
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("broker workers not ready")
+        with open(os.path.join(ROOT, "docker", "nginx.conf")) as f:
+            text = f.read()
+        if self.nginx_workers:
+            text = text.replace("worker_processes auto;", f"worker_processes {self.nginx_workers};")
+        with open(os.path.join(prefix, "nginx.conf"), "w") as f:
+            f.write(text)
+        with open(os.path.join(prefix, "upstream.conf"), "w") as f:
+            if self.upstream == "unix":
+                f.write("".join(f"server unix:{run}/broker.sock.{i};\n"
+                                for i in range(1, self.workers + 1)))
+            else:
+                f.write(f"server 127.0.0.1:{self.bport};\n")
+        with open(os.path.join(prefix, "listen-https.conf"), "w") as f:
+            f.write(f"listen 127.0.0.1:{self.port} ssl reuseport backlog=4096;\n")
+        with open(os.path.join(prefix, "listen-http.conf"), "w") as f:
+            f.write(f"listen 127.0.0.1:{free_port()} reuseport;\n")
+        shutil.copytree(certs(self.ctx), os.path.join(prefix, "certs"), dirs_exist_ok=True)
+        ng = spawn(["nginx", "-p", prefix + "/", "-c", os.path.join(prefix, "nginx.conf"),
+                    "-g", "daemon off;"], SYS_CPU, err=self.logfile("nginx"))
+        self.procs.append(ng)
+        wait_port(self.port, ng)
+
+    def healthy(self):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.bport}/healthz", timeout=1) as r:
+                return r.status == 200
+        except Exception:
+            return False
+
+    def pids(self):  # broker and nginx workers, not their idle masters
+        return [c for p in self.procs for c in children(p.pid)]
+
+    def metric(self, name):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.bport}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+        return None
+
+    def stop(self):
+        kids = self.pids()
+        for p in reversed(self.procs):
+            stop(p, signal.SIGTERM)
+        for w in kids:
+            try:
+                os.kill(w, signal.SIGKILL)
+            except OSError:
+                pass
+        self.procs = []
+
+
+class StackTcp(Stack):
+    name, upstream = "stack-tcp", "tcp"
+
+
+class NchanTls(Nchan):
+    """nginx + nchan terminating TLS itself, with docker/nginx.conf's TLS
+    settings and certificate, and the same bridge as nchan."""
+    name = "nchan-tls"
+    tls_opts = ["--insecure"]
+
+    def url(self):
+        return f"wss://127.0.0.1:{self.port}{self.path}"
+
+    def conf_text(self, d):
+        text = NGINX_CONF.format(so=NCHAN_SO, dir=d, port=self.port)
+        text = text.replace(f"listen 127.0.0.1:{self.port} backlog=4096;",
+                            f"listen 127.0.0.1:{self.port} ssl backlog=4096;\n"
+                            f"        listen 127.0.0.1:{self.pub_port} backlog=4096;")
+        return text.replace("    server {", TLS_CONF.format(certs=certs(self.ctx)) + "    server {", 1)
+
+
 SYSTEM_CLASSES = {"broker": Broker, "floor": Floor, "ws-buffer": WsBuffer, "ws-string": WsString,
-                  "socketio": SocketIO, "nchan": Nchan}
+                  "socketio": SocketIO, "nchan": Nchan, "stack-unix": Stack, "stack-tcp": StackTcp,
+                  "nchan-tls": NchanTls}
 
 
 # ---------------------------------------------------------------------------
@@ -403,6 +561,7 @@ class Clients:
                     "--json", js, "-c", concurrency, "--subscribe-mode", mode]
             if source_ips > 1:
                 cmd += ["--source-ips", source_ips]
+            cmd += system.tls_opts
             if idle:
                 cmd += ["--idle"]
             if filt is not None:
@@ -728,13 +887,38 @@ def idle_run(ctx, sysm, n, procs, source_ips):
 
 def sc_idle(ctx, sysm):
     # loadgen, the peers and nginx each hold up to 20,000 open files: one
-    # client process and one server process.
+    # client process and one server process. Through a proxy every client
+    # costs the proxy two descriptors: fewer clients there.
+    if sysm.tls_opts:
+        return idle_run(ctx, sysm, ctx.p["stack_idle_n"], 1, 4)
     return idle_run(ctx, sysm, ctx.p["idle_n"], 1, 4)
 
 
 def sc_idle100k(ctx, sysm):
     n = ctx.p["idle100k_n"]
     return idle_run(ctx, sysm, n, 6, 8)
+
+
+def sc_stack100k(ctx):
+    """100,000 wss connections held through the whole stack: nginx with 12
+    workers (each proxied WebSocket takes two of a worker's 20,000
+    descriptors), the broker with 6, over Unix sockets, and 6 loadgen
+    processes on 8 source addresses; memory per connection of every nginx
+    and broker process."""
+    n = ctx.p["stack100k_n"]
+    sysm = Stack(ctx, workers=6, nginx_workers=12)
+    t0 = time.monotonic()
+    try:
+        sysm.start()
+        r = idle_run(ctx, sysm, n, 6, 8)
+        r["broker_connections"] = sysm.metric("broker_connections")
+    except Exception as e:
+        log(f"stack100k failed: {e}")
+        r = {"error": str(e)}
+    finally:
+        sysm.stop()
+    r["elapsed_s"] = round(time.monotonic() - t0, 1)
+    return r
 
 
 # ---------------------------------------------------------------------------
@@ -830,7 +1014,7 @@ def build(systems):
         os.makedirs(os.path.dirname(FLOOR), exist_ok=True)
         subprocess.run(["cc", "-std=c11", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-Wshadow",
                         "-D_GNU_SOURCE", src, "-o", FLOOR, "-lcrypto"], check=True)
-    if any(s in ("ws-buffer", "ws-string", "socketio", "nchan") for s in systems):
+    if any(s in ("ws-buffer", "ws-string", "socketio", "nchan", "nchan-tls") for s in systems):
         if shutil.which("node") is None:
             raise SystemExit("node is missing: scripts/deps.sh nodejs")
         if not os.path.isdir(os.path.join(PEERS, "node_modules")):
@@ -838,7 +1022,7 @@ def build(systems):
                 raise SystemExit("npm is missing: apt-get install npm (NodeSource's nodejs has it)")
             subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=PEERS,
                            check=True)
-    if "nchan" in systems and not os.path.exists(NCHAN_SO):
+    if ("nchan" in systems or "nchan-tls" in systems) and not os.path.exists(NCHAN_SO):
         raise SystemExit(f"{NCHAN_SO} is missing: scripts/deps.sh libnginx-mod-nchan")
 
 
@@ -916,6 +1100,9 @@ def run_one(ctx, name, sc):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--compare", action="store_true", help="every system (make bench-compare)")
+    ap.add_argument("--stack", action="store_true",
+                    help="the whole stack through nginx TLS (make bench-stack): "
+                         f"{','.join(STACK_SYSTEMS)} in {','.join(STACK_SCENARIOS)}, and stack100k")
     ap.add_argument("--systems", help=f"comma-separated, of {','.join(ALL_SYSTEMS)}")
     ap.add_argument("--scenarios", help=f"comma-separated, of {','.join(ALL_SCENARIOS)}")
     ap.add_argument("--reps", type=int, default=None,
@@ -929,8 +1116,16 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="results directory")
     a = ap.parse_args()
 
-    systems = a.systems.split(",") if a.systems else (ALL_SYSTEMS if a.compare else ["broker", "floor"])
-    scenarios = a.scenarios.split(",") if a.scenarios else ALL_SCENARIOS
+    if a.stack:
+        systems = a.systems.split(",") if a.systems else STACK_SYSTEMS
+        scenarios = a.scenarios.split(",") if a.scenarios else STACK_SCENARIOS + ["stack100k"]
+        global PAIRED
+        PAIRED = ("stack-unix", "nchan-tls")
+    else:
+        systems = a.systems.split(",") if a.systems else (ALL_SYSTEMS if a.compare else
+                                                          ["broker", "floor"])
+        scenarios = [x for x in (a.scenarios.split(",") if a.scenarios else ALL_SCENARIOS)
+                     if x != "stack100k" or a.scenarios]
     reps = a.reps if a.reps is not None else (1 if a.quick else 3)
     for s in systems:
         if s not in SYSTEM_CLASSES:
@@ -963,7 +1158,7 @@ def main():
         # Scenario by scenario, so that the systems compared in a table ran
         # minutes apart at most on this shared machine.
         for sc in scenarios:
-            if sc == "idle100k":
+            if sc in ("idle100k", "stack100k"):
                 continue
             names = [n for n in systems if sc != "filters" or SYSTEM_CLASSES[n].filters]
             runs = {n: [] for n in names}
@@ -988,6 +1183,10 @@ def main():
             r["elapsed_s"] = round(time.monotonic() - t0, 1)
             results["scenarios"]["idle100k"]["broker"] = r
             sysm.stop()
+        if "stack100k" in scenarios:
+            log("stack100k: nginx 12 workers, broker 6 workers, Unix sockets")
+            results["scenarios"]["stack100k"]["stack-unix"] = sc_stack100k(ctx)
+            save()
         stop(redis)
     finally:
         stop_all()
