@@ -770,6 +770,7 @@ def sc_storm(ctx, sysm):
             cl.stop()
         r = cl.result()
         reps.append({"all_connected_s": r["handshake"]["all_connected_s"],
+                     "tcp": hist(r["handshake"].get("tcp", {})),
                      "upgrade": hist(r["handshake"]["upgrade"]), "ready": hist(r["handshake"]["ready"]),
                      "opened": r["connections"]["opened"], "failed": r["connections"]["failed"],
                      # the system's CPU per handshake, and how busy the clients' core was
