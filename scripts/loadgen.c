@@ -276,6 +276,10 @@ struct lg_result {
     uint64_t rss_before_kib; /* before the first connect() */
     uint64_t rss_ready_kib;  /* when every connection was ready or failed */
     uint64_t rss_end_kib;    /* at the end, before the connections close */
+    /* Resume and history (--since, --history, --expect). */
+    uint64_t acks_recovered, acks_not_recovered; /* "recovered" in the acks */
+    struct lg_hist complete; /* connect() to the --expect-th message */
+    double complete_s;       /* first connect() to the last connection's */
 };
 
 static void lg_result_add(struct lg_result *dst, const struct lg_result *src)
@@ -334,6 +338,10 @@ static void lg_result_add(struct lg_result *dst, const struct lg_result *src)
     dst->rss_before_kib += src->rss_before_kib;
     dst->rss_ready_kib += src->rss_ready_kib;
     dst->rss_end_kib += src->rss_end_kib;
+    dst->acks_recovered += src->acks_recovered;
+    dst->acks_not_recovered += src->acks_not_recovered;
+    lg_hist_add(&dst->complete, &src->complete);
+    dst->complete_s = fmax(dst->complete_s, src->complete_s);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -509,7 +517,7 @@ static json_t *lg_result_json(const struct lg_result *r)
         " s{sI sI sI sI sI so so so}"
         " s{sf so so so so}"
         " s{sI sI sI sI sI sf sf sf sf sI sI sI sI}"
-        " so so so so s{sI sI sI sf} s{sI sI sI}}",
+        " so so so so s{sI sI sI sf} s{sI sI sI} s{sI sI so sf}}",
         "tool", "loadgen",
         "processes", LG_JI(r->processes),
         "config", r->config,
@@ -556,7 +564,12 @@ static json_t *lg_result_json(const struct lg_result *r)
         "errors",
             "protocol", LG_JI(r->err_protocol),
             "io", LG_JI(r->err_io),
-            "tls", LG_JI(r->err_tls));
+            "tls", LG_JI(r->err_tls),
+        "resume",
+            "recovered", LG_JI(r->acks_recovered),
+            "not_recovered", LG_JI(r->acks_not_recovered),
+            "complete", lg_hist_json(&r->complete),
+            "all_complete_s", round(r->complete_s * 1000.0) / 1000.0);
 }
 
 /* Reads back what lg_tls_json() wrote; a summary without TLS (older
@@ -590,9 +603,10 @@ static int lg_result_load(json_t *root, struct lg_result *r, const char **why)
 {
     json_int_t processes, target, opened, failed, closed, open_end, frames, messages,
         bytes, payload, sampled, bad, no_ts, kernel_ts, protocol, io, wire = -1, err_tls = 0,
-        rss_before = 0, rss_ready = 0, rss_end = 0;
+        rss_before = 0, rss_ready = 0, rss_end = 0, recovered = 0, not_recovered = 0;
     json_t *config, *failures, *first = NULL, *http = NULL, *close = NULL, *tcp = NULL,
-        *upgrade, *ready, *latency, *lag, *tls = NULL, *memory = NULL;
+        *upgrade, *ready, *latency, *lag, *tls = NULL, *memory = NULL, *resume = NULL,
+        *complete = NULL;
     const char *tool, *key;
     json_t *v;
     unsigned i;
@@ -602,7 +616,7 @@ static int lg_result_load(json_t *root, struct lg_result *r, const char **why)
                     " s{sI sI sI sI sI so s?o s?o}"
                     " s{sF s?o so so}"
                     " s{sI sI sI s?I sI sF sF sF s?F sI sI sI sI}"
-                    " s?o so so s?o s?o s{sI sI s?I}}",
+                    " s?o so so s?o s?o s{sI sI s?I} s?o}",
                     "tool", &tool,
                     "processes", &processes,
                     "config", &config,
@@ -632,7 +646,8 @@ static int lg_result_load(json_t *root, struct lg_result *r, const char **why)
                     "client_lag", &lag,
                     "close_codes", &close,
                     "client_memory", &memory,
-                    "errors", "protocol", &protocol, "io", &io, "tls", &err_tls) != 0 ||
+                    "errors", "protocol", &protocol, "io", &io, "tls", &err_tls,
+                    "resume", &resume) != 0 ||
         strcmp(tool, "loadgen") != 0) {
         *why = "not a loadgen summary";
         return -1;
@@ -695,6 +710,16 @@ static int lg_result_load(json_t *root, struct lg_result *r, const char **why)
     r->rss_before_kib = (uint64_t)rss_before;
     r->rss_ready_kib = (uint64_t)rss_ready;
     r->rss_end_kib = (uint64_t)rss_end;
+    if (resume != NULL &&
+        (json_unpack(resume, "{sI sI so sF}", "recovered", &recovered,
+                     "not_recovered", &not_recovered, "complete", &complete,
+                     "all_complete_s", &r->complete_s) != 0 ||
+         recovered < 0 || not_recovered < 0 || lg_hist_load(complete, &r->complete) != 0)) {
+        *why = "malformed resume";
+        return -1;
+    }
+    r->acks_recovered = (uint64_t)recovered;
+    r->acks_not_recovered = (uint64_t)not_recovered;
     return 0;
 }
 
@@ -758,6 +783,7 @@ struct lg_scan {
 #define LG_F_FIN 0x02     /* the current frame ends its message */
 #define LG_F_IN_MSG 0x04  /* a data message is open (fragments may follow) */
 #define LG_F_GATHER 0x08  /* the open data message is kept whole in c->in */
+#define LG_F_COMPLETE 0x10 /* the --expect-th message has arrived */
 
 /* The TLS side of a wss:// connection, allocated with its handshake; a
  * ws:// connection has none. */
@@ -786,6 +812,7 @@ struct lg_conn {
     struct lg_scan scan;
     uint32_t id;
     uint32_t nmsg;               /* data messages started, for --sample */
+    uint32_t got;                /* messages received, up to --expect */
     int fd;
     uint8_t state;
     uint8_t flags;
@@ -812,6 +839,9 @@ static struct {
     const char *json_path;
     int quiet;
     int idle;
+    const char *since_path;  /* --since FILE: positions to resume from */
+    uint32_t history;        /* --history N: last N messages on subscribe */
+    uint32_t expect;         /* --expect N: time each connection's N-th message */
     const char *ca;          /* --ca: the only trusted certificates */
     int insecure;            /* --insecure: no certificate check */
     int tls_resume;          /* --tls-resume */
@@ -910,6 +940,65 @@ static size_t lg_channel(uint32_t id, char *out, size_t cap)
     int n = snprintf(out, cap, "%s%u", opt.prefix, id % opt.channels);
 
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
+/* Where each channel resumes from (--since): PROTOCOL.md section 7's
+ * position, indexed by the channel's number; NULL without --since. */
+#define LG_EPOCH_MAX 64
+struct lg_since {
+    uint64_t offset;
+    char epoch[LG_EPOCH_MAX + 1];
+    uint8_t set;
+};
+static struct lg_since *lg_since;
+
+/* Reads --since FILE: lines "CHANNEL OFFSET EPOCH" (blank lines and lines
+ * starting with # are skipped), CHANNEL one of PREFIX0..PREFIX<K-1>.
+ * Returns 0, or -1 after saying why. */
+static int lg_since_load(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[512], name[PROTO_CHANNEL_MAX + 2], epoch[LG_EPOCH_MAX + 2], *end;
+    size_t plen = strlen(opt.prefix);
+    unsigned long long off;
+    unsigned long idx;
+    unsigned lineno = 0;
+    int rc = -1;
+
+    if (f == NULL) {
+        fprintf(stderr, "loadgen: --since %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if ((lg_since = calloc(opt.channels, sizeof(*lg_since))) == NULL) {
+        fprintf(stderr, "loadgen: out of memory for --since\n");
+        goto done;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        lineno++;
+        if (line[0] == '#' || line[strspn(line, " \t\r\n")] == '\0')
+            continue;
+        if (sscanf(line, "%257s %llu %65s", name, &off, epoch) != 3 ||
+            strlen(epoch) > LG_EPOCH_MAX || strncmp(name, opt.prefix, plen) != 0 ||
+            name[plen] < '0' || name[plen] > '9' ||
+            (idx = strtoul(name + plen, &end, 10), *end != '\0') || idx >= opt.channels ||
+            strspn(epoch, "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_") !=
+                strlen(epoch)) {
+            fprintf(stderr, "loadgen: --since %s:%u: expected \"%s<0..%u> OFFSET EPOCH\"\n",
+                    path, lineno, opt.prefix, opt.channels - 1);
+            goto done;
+        }
+        lg_since[idx].offset = off;
+        memcpy(lg_since[idx].epoch, epoch, strlen(epoch) + 1);
+        lg_since[idx].set = 1;
+    }
+    if (ferror(f)) {
+        fprintf(stderr, "loadgen: --since %s: read error\n", path);
+        goto done;
+    }
+    rc = 0;
+done:
+    fclose(f);
+    return rc;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1386,18 +1475,27 @@ bad:
 static void lg_ack_input(struct lg_conn *c, const uint8_t *m, size_t n)
 {
     struct proto_json_obj_iter it;
-    struct proto_json_span k, v, type = {NULL, 0};
+    struct proto_json_span k, v, type = {NULL, 0}, recovered = {NULL, 0};
     int r;
 
     if (proto_json_obj_begin(&it, (const char *)m, n) != 0) {
         lg_conn_fail(c, LG_FAIL_HANDSHAKE, 0, 0);
         return;
     }
-    while ((r = proto_json_obj_next(&it, &k, &v)) == 1)
+    while ((r = proto_json_obj_next(&it, &k, &v)) == 1) {
         if (proto_json_string_eq(k, "type"))
             type = v;
-    if (r == 0 && proto_json_string_eq(type, "ack"))
+        else if (proto_json_string_eq(k, "recovered"))
+            recovered = v;
+    }
+    if (r == 0 && proto_json_string_eq(type, "ack")) {
+        /* A literal: the span is its bytes. */
+        if (recovered.n == 4 && memcmp(recovered.p, "true", 4) == 0)
+            res.acks_recovered++;
+        else if (recovered.n == 5 && memcmp(recovered.p, "false", 5) == 0)
+            res.acks_not_recovered++;
         lg_conn_ready(c, lg_clock_us(CLOCK_MONOTONIC));
+    }
     else if (r == 0 && proto_json_string_eq(type, "error"))
         lg_conn_fail(c, LG_FAIL_SUBSCRIBE, 0, 0);
     else
@@ -1487,6 +1585,20 @@ static void lg_control_end(struct lg_conn *c, const uint8_t *p, size_t n)
     }
 }
 
+/* --expect: c has received count more messages; times its expect-th. */
+static void lg_count_expected(struct lg_conn *c, uint32_t count)
+{
+    int64_t now;
+
+    c->got = count >= opt.expect - c->got ? opt.expect : c->got + count;
+    if (c->got < opt.expect)
+        return;
+    c->flags |= LG_F_COMPLETE;
+    now = lg_clock_us(CLOCK_MONOTONIC);
+    lg_hist_record(&res.complete, (uint64_t)(now - c->t0));
+    res.complete_s = (double)(now - lg.first_connect) / 1e6;
+}
+
 /* A data frame ended; whole is the complete message when it lies in one
  * read (no copy), NULL when it was gathered in c->in. */
 static void lg_data_end(struct lg_conn *c, const uint8_t *whole, size_t whole_len)
@@ -1503,6 +1615,8 @@ static void lg_data_end(struct lg_conn *c, const uint8_t *whole, size_t whole_le
     } else {
         res.frames++;
         res.messages += c->scan.count;
+        if (opt.expect > 0 && !(c->flags & LG_F_COMPLETE))
+            lg_count_expected(c, c->scan.count);
         if (gathered)
             lg_sample(m, n, c->scan.count);
     }
@@ -1672,17 +1786,23 @@ static void lg_tls_keep_session(struct lg_conn *c)
     lg_ssl.session = sess;
 }
 
-/* Sends {"action":"subscribe","channel":...,"rid":id[,"filter":...]}. */
+/* Sends {"action":"subscribe","channel":...,"rid":id[,"filter":...]
+ * [,"history":N][,"since":{...}]}. */
 static int lg_subscribe_send(struct lg_conn *c)
 {
     char name[PROTO_CHANNEL_MAX + 1];
     size_t n = lg_channel(c->id, name, sizeof(name));
+    const struct lg_since *since = lg_since ? &lg_since[c->id % opt.channels] : NULL;
 
     proto_buf_reset(&lg_scratch);
     if (proto_buf_append_str(&lg_scratch, "{\"action\":\"subscribe\",\"channel\":") != 0 ||
         proto_json_encode_string(&lg_scratch, name, n) != 0 ||
         proto_buf_printf(&lg_scratch, ",\"rid\":%u", c->id) != 0 ||
         (opt.filter != NULL && proto_buf_printf(&lg_scratch, ",\"filter\":%s", opt.filter) != 0) ||
+        (opt.history > 0 && proto_buf_printf(&lg_scratch, ",\"history\":%u", opt.history) != 0) ||
+        (since != NULL && since->set &&
+         proto_buf_printf(&lg_scratch, ",\"since\":{\"offset\":%llu,\"epoch\":\"%s\"}",
+                          (unsigned long long)since->offset, since->epoch) != 0) ||
         proto_buf_append_byte(&lg_scratch, '}') != 0)
         return -1;
     return lg_send_frame(c, 0x1, lg_scratch.data, lg_scratch.len);
@@ -2386,6 +2506,14 @@ static void lg_usage(FILE *f)
 "                         latency (frames, pings and closes are still handled)\n"
 "      --merge FILE...    add up summaries written by several loadgen runs\n"
 "\n"
+"History and resume (PROTOCOL.md section 7; frame mode):\n"
+"      --since FILE       subscribe with \"since\": lines \"CHANNEL OFFSET EPOCH\"\n"
+"                         (a channel without a line subscribes plainly); the\n"
+"                         acks' \"recovered\" are counted\n"
+"      --history N        subscribe with \"history\":N\n"
+"      --expect N         time each connection's N-th message (connect() to\n"
+"                         it: resume.complete; the last one: all_complete_s)\n"
+"\n"
 "TLS (wss:// only; the certificate is checked against the system's trust\n"
 "store and HOST by default, and SNI is HOST unless HOST is an IP address):\n"
 "      --ca FILE          trust only the certificates in FILE (PEM: a CA, or\n"
@@ -2540,7 +2668,7 @@ static int lg_fd_limit(void)
 
 static json_t *lg_config_json(void)
 {
-    return json_pack("{ss sI sI sI ss ss ss* sf sf sI sI sf sb sb ss* sb sb ss*}",
+    return json_pack("{ss sI sI sI ss ss ss* sf sf sI sI sf sb sb ss* sb sb ss* ss* sI sI}",
                      "url", opt.url,
                      "connections", LG_JI(opt.connections),
                      "concurrency", LG_JI(opt.concurrency),
@@ -2558,7 +2686,10 @@ static json_t *lg_config_json(void)
                      "tls_ca", opt.ca,
                      "tls_verify", opt.tls && !opt.insecure,
                      "tls_resume", opt.tls_resume,
-                     "tls_version", opt.tls_version);
+                     "tls_version", opt.tls_version,
+                     "since", opt.since_path,
+                     "history", LG_JI(opt.history),
+                     "expect", LG_JI(opt.expect));
 }
 
 /* Prints OpenSSL's reason for what failed, after "loadgen: what: ". */
@@ -2700,7 +2831,7 @@ int main(int argc, char **argv)
 {
     enum { O_PREFIX = 256, O_MODE, O_FILTER, O_DURATION, O_INTERVAL, O_SAMPLE,
            O_SOURCE_IPS, O_TIMEOUT, O_JSON, O_IDLE, O_MERGE, O_URL, O_CA, O_INSECURE,
-           O_TLS_RESUME, O_TLS_VERSION };
+           O_TLS_RESUME, O_TLS_VERSION, O_SINCE, O_HISTORY, O_EXPECT };
     static const struct option longopts[] = {
         {"url", required_argument, NULL, O_URL},
         {"connections", required_argument, NULL, 'n'},
@@ -2722,6 +2853,9 @@ int main(int argc, char **argv)
         {"insecure", no_argument, NULL, O_INSECURE},
         {"tls-resume", no_argument, NULL, O_TLS_RESUME},
         {"tls-version", required_argument, NULL, O_TLS_VERSION},
+        {"since", required_argument, NULL, O_SINCE},
+        {"history", required_argument, NULL, O_HISTORY},
+        {"expect", required_argument, NULL, O_EXPECT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     struct sigaction sa;
@@ -2757,6 +2891,15 @@ int main(int argc, char **argv)
             }
             break;
         case O_FILTER: opt.filter = optarg; break;
+        case O_SINCE: opt.since_path = optarg; break;
+        case O_HISTORY:
+            if (lg_parse_u32(optarg, "--history", 1, 1000000, &opt.history) != 0)
+                return 1;
+            break;
+        case O_EXPECT:
+            if (lg_parse_u32(optarg, "--expect", 1, 1000000000, &opt.expect) != 0)
+                return 1;
+            break;
         case O_DURATION:
             if (lg_parse_secs(optarg, "--duration", 0, &opt.duration) != 0)
                 return 1;
@@ -2824,6 +2967,16 @@ int main(int argc, char **argv)
     }
     if (opt.filter != NULL && opt.query_mode)
         fprintf(stderr, "loadgen: warning: --filter is only sent in --subscribe-mode frame\n");
+    if ((opt.since_path != NULL || opt.history > 0) && opt.query_mode) {
+        fprintf(stderr, "loadgen: --since and --history need --subscribe-mode frame\n");
+        return 1;
+    }
+    if (opt.expect > 0 && opt.idle) {
+        fprintf(stderr, "loadgen: --expect counts messages, which --idle does not\n");
+        return 1;
+    }
+    if (opt.since_path != NULL && lg_since_load(opt.since_path) != 0)
+        goto done;
     if (lg_parse_url(opt.url) != 0)
         goto done;
     if (opt.source_ips > 1 && opt.addr.ss_family != AF_INET) {
@@ -2883,6 +3036,7 @@ done:
         close(lg.ep);
     json_decref(res.config);
     free(lg.conns);
+    free(lg_since);
     lg_tls_cleanup();
     free(opt.host);
     free(opt.hostport);

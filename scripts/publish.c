@@ -50,6 +50,7 @@ static struct {
     uint32_t pipeline;
     const char *json_path;
     int quiet;
+    int history;      /* --history: FCALL broker_publish instead of PUBLISH */
 } opt = {
     .host = "127.0.0.1",
     .port = 6379,
@@ -60,6 +61,7 @@ static struct {
 
 static struct {
     uint64_t sent, bytes, reached, errors;
+    uint64_t last_offset; /* --history: the greatest offset answered */
     double elapsed_s;
     int lost;           /* the Redis connection failed */
 } res;
@@ -129,29 +131,37 @@ static size_t pub_payload(uint64_t seq, size_t size)
  * 0, or -1 when the connection failed (res.lost is then set). */
 static int pub_batch(redisContext *rc, uint32_t n)
 {
-    const char *argv[3];
-    size_t argvlen[3];
+    /* PUBLISH CHANNEL PAYLOAD, or FCALL broker_publish 1 CHANNEL PAYLOAD:
+     * the channel and payload are the last two arguments either way. */
+    const char *argv[5] = {"FCALL", "broker_publish", "1"};
+    size_t argvlen[5] = {5, 14, 1};
+    int first = opt.history ? 0 : 2, argc = opt.history ? 5 : 3;
     redisReply *reply;
     uint32_t i, ch;
 
+    if (!opt.history) {
+        argv[2] = "PUBLISH";
+        argvlen[2] = 7;
+    }
     for (i = 0; i < n; i++) {
         ch = (uint32_t)((res.sent + i) % opt.channels);
-        argv[0] = "PUBLISH";
-        argvlen[0] = 7;
-        argv[1] = pub_names[ch];
-        argvlen[1] = pub_name_lens[ch];
-        argv[2] = pub_payload_buf;
-        argvlen[2] = pub_payload(res.sent + i, pub_pick_size());
+        argv[3] = pub_names[ch];
+        argvlen[3] = pub_name_lens[ch];
+        argv[4] = pub_payload_buf;
+        argvlen[4] = pub_payload(res.sent + i, pub_pick_size());
         /* hiredis copies the arguments into its output buffer, so the
          * payload buffer is free again for the next message. */
-        if (redisAppendCommandArgv(rc, 3, argv, argvlen) != REDIS_OK)
+        if (redisAppendCommandArgv(rc, argc, argv + first, argvlen + first) != REDIS_OK)
             goto lost;
-        res.bytes += argvlen[2];
+        res.bytes += argvlen[4];
     }
     for (i = 0; i < n; i++) {
         if (redisGetReply(rc, (void **)&reply) != REDIS_OK || reply == NULL)
             goto lost;
-        if (reply->type == REDIS_REPLY_INTEGER) {
+        if (reply->type == REDIS_REPLY_INTEGER && opt.history) {
+            if ((uint64_t)reply->integer > res.last_offset)
+                res.last_offset = (uint64_t)reply->integer;
+        } else if (reply->type == REDIS_REPLY_INTEGER) {
             res.reached += (uint64_t)reply->integer;
         } else {
             if (res.errors == 0 && reply->type == REDIS_REPLY_ERROR)
@@ -246,6 +256,10 @@ static void pub_usage(FILE *f)
 "                         250:99,3000:0.99,30000:0.01 (replaces --size)\n"
 "  -p, --pipeline N       commands sent before their replies are read\n"
 "                         (default 100)\n"
+"      --history          publish with the broker's Redis function, FCALL\n"
+"                         broker_publish 1 CHANNEL PAYLOAD (PROTOCOL.md section\n"
+"                         7): the channels keep a history; last_offset is the\n"
+"                         greatest offset answered\n"
 "      --json FILE        write the summary to FILE instead of stdout\n"
 "  -q, --quiet            no per-second lines\n"
 "  -h, --help             this text\n"
@@ -359,7 +373,7 @@ static int pub_write_summary(void)
             return -1;
         }
     }
-    j = json_pack("{ss s{ss sf sf sI sI ss so sI} sI sI sf sf sI sI sb}",
+    j = json_pack("{ss s{ss sf sf sI sI ss so sI sb} sI sI sf sf sI sI sb sI}",
                   "tool", "publish",
                   "config",
                       "redis", opt.host,
@@ -370,13 +384,15 @@ static int pub_write_summary(void)
                       "prefix", opt.prefix,
                       "sizes", sizes,
                       "pipeline", (json_int_t)opt.pipeline,
+                      "history", opt.history,
                   "messages", (json_int_t)res.sent,
                   "bytes", (json_int_t)res.bytes,
                   "elapsed_s", round(res.elapsed_s * 1000.0) / 1000.0,
                   "rate", res.elapsed_s > 0 ? round((double)res.sent / res.elapsed_s * 10.0) / 10.0 : 0.0,
                   "subscribers_reached", (json_int_t)res.reached,
                   "errors", (json_int_t)res.errors,
-                  "connection_lost", res.lost);
+                  "connection_lost", res.lost,
+                  "last_offset", (json_int_t)res.last_offset);
     if (j == NULL) {
         fprintf(stderr, "publish: cannot build the summary\n");
         return -1;
@@ -400,7 +416,7 @@ done:
 
 int main(int argc, char **argv)
 {
-    enum { O_REDIS = 256, O_PREFIX, O_MIX, O_JSON };
+    enum { O_REDIS = 256, O_PREFIX, O_MIX, O_JSON, O_HISTORY };
     static const struct option longopts[] = {
         {"redis", required_argument, NULL, O_REDIS},
         {"rate", required_argument, NULL, 'r'},
@@ -413,6 +429,7 @@ int main(int argc, char **argv)
         {"pipeline", required_argument, NULL, 'p'},
         {"json", required_argument, NULL, O_JSON},
         {"quiet", no_argument, NULL, 'q'},
+        {"history", no_argument, NULL, O_HISTORY},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     struct timeval tv = {5, 0};
@@ -459,6 +476,7 @@ int main(int argc, char **argv)
             break;
         case O_JSON: opt.json_path = optarg; break;
         case 'q': opt.quiet = 1; break;
+        case O_HISTORY: opt.history = 1; break;
         case 'h': pub_usage(stdout); return 0;
         default: pub_usage(stderr); return 1;
         }
