@@ -12,10 +12,13 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ORDER = ["broker", "floor", "ws-buffer", "ws-string", "socketio", "nchan"]
+ORDER = ["broker", "floor", "ws-buffer", "ws-string", "socketio", "nchan", "stack-unix", "stack-unix-16k",
+         "stack-tcp", "nchan-tls"]
 LABEL = {"broker": "broker", "floor": "floor (raw C)", "ws-buffer": "Node ws, one Buffer",
          "ws-string": "Node ws, string per client", "socketio": "Node socket.io v4",
-         "nchan": "nginx + nchan"}
+         "nchan": "nginx + nchan", "stack-unix": "stack: nginx TLS + broker, Unix sockets",
+         "stack-tcp": "stack: nginx TLS + broker, TCP",
+         "stack-unix-16k": "stack: Unix sockets, proxy_buffer_size 16k", "nchan-tls": "nginx TLS + nchan"}
 
 
 def fmt(v, nd=0, unit=""):
@@ -118,6 +121,14 @@ def md_idle(res):
                      fmt(x["bytes_per_conn"]), "", fmt(x["all_connected_s"], 2)])
     elif x:
         rows.append(["broker, 6 workers", f"error: {err(x)}", "", "", "", "", ""])
+    x = res["scenarios"].get("stack100k", {}).get("stack-unix")
+    if x and not err(x):
+        rows.append(["stack over TLS: nginx 16 workers + broker 6 workers, Unix sockets "
+                     f"(6 loadgen processes; broker_connections {fmt(x.get('broker_connections'))})",
+                     fmt(x["held"]), fmt(x["rss_kb_before"] / 1024, 1), fmt(x["rss_kb_after"] / 1024, 1),
+                     fmt(x["bytes_per_conn"]), "", fmt(x["all_connected_s"], 2)])
+    elif x:
+        rows.append(["stack, 100k", f"error: {err(x)}", "", "", "", "", ""])
     if not rows:
         return ""
     return ("### idle: subscribed idle connections (one server process; the broker also with 6 workers)\n\n"
@@ -271,12 +282,91 @@ def targets(res):
     return out
 
 
+def stack_targets(res):
+    """[(target, value, met)] of the stack through nginx TLS (make bench-stack)."""
+    sc, out = res["scenarios"], []
+    u = {k: sc.get(k, {}).get("stack-unix") for k in ("seed003", "fanout", "idle", "storm", "stack100k")}
+    n = {k: sc.get(k, {}).get("nchan-tls") for k in ("seed003", "fanout", "idle", "storm")}
+    for name, what in (("stack-unix", "stack"), ("stack-unix-16k", "stack with 16k proxy buffers")):
+        a, b = sc.get("seed003", {}).get(name), n["seed003"]
+        if a and b and not err(a) and not err(b):
+            # CPU per delivered message: the same messages reach the same clients.
+            r = (a["cpu_pct"] / a["delivered_per_s"]) / (b["cpu_pct"] / b["delivered_per_s"])
+            out.append((f"seed003: {what} CPU per delivered message <= nginx+nchan with TLS",
+                        f"{a['cpu_pct']:.1f}% vs {b['cpu_pct']:.1f}% for the same deliveries = {r:.2f}x",
+                        r <= 1.0))
+    a, b = u["fanout"], n["fanout"]
+    if a and b and not err(a) and not err(b):
+        bs = {st["rate"]: st for st in b["steps"] if not err(st)}
+        for st in a["steps"]:
+            o = bs.get(st.get("rate"))
+            if err(st) or o is None or not st.get("delivered_frac") or not o.get("delivered_frac"):
+                continue
+            r = (st["cpu_pct"] / st["delivered_frac"]) / (o["cpu_pct"] / o["delivered_frac"])
+            out.append((f"fanout {st['rate']:,.0f}/s: stack CPU per delivered message <= nginx+nchan "
+                        "with TLS",
+                        f"{st['cpu_pct']:.1f}% ({st['delivered_frac'] * 100:.1f}% delivered, "
+                        f"{'holds' if st['holds'] else 'does not hold'}) vs {o['cpu_pct']:.1f}% "
+                        f"({o['delivered_frac'] * 100:.1f}%, {'holds' if o['holds'] else 'does not hold'})"
+                        f" = {r:.2f}x", r <= 1.0))
+    for name, what in (("stack-unix", "nginx + broker"), ("stack-unix-16k", "with 16k proxy buffers")):
+        a = sc.get("idle", {}).get(name)
+        if a and not err(a) and a.get("bytes_per_conn"):
+            extra = ""
+            b = n["idle"]
+            if b and not err(b) and b.get("bytes_per_conn"):
+                extra = f" (nginx+nchan with TLS: {b['bytes_per_conn'] / 1000:.1f} KB)"
+            out.append((f"idle: {what} user-space memory per wss connection <= 24 KB",
+                        f"{a['bytes_per_conn'] / 1000:.1f} KB at {a['held']:,}" + extra,
+                        a["bytes_per_conn"] <= 24000))
+    a = u["stack100k"]
+    if a and not err(a):
+        out.append(("100,000 wss connections held through the stack",
+                    f"{a['held']:,} held, {a['bytes_per_conn'] / 1000:.1f} KB each, all connected in "
+                    f"{a['all_connected_s']:.0f} s", a["held"] >= a["connections"]))
+    return out
+
+
 def md_targets(res):
-    t = targets(res)
+    t = targets(res) + stack_targets(res)
     if not t:
         return ""
     rows = [[a, v, "met" if m else ("**missed**" if m is False else "n/a")] for a, v, m in t]
-    return "### Targets (broker, this run)\n\n" + table(["target", "measured", ""], rows)
+    return "### Targets (this run)\n\n" + table(["target", "measured", ""], rows)
+
+
+def md_history(res):
+    x = res["scenarios"].get("history", {}).get("broker")
+    if not x:
+        return ""
+    if err(x):
+        return f"### history\n\nerror: {err(x)}\n"
+    p, lv, rs = x["publish"], x["live"], x["resume"]
+    rows = [["Redis CPU per published message (µs), 100 channels, pipelined as fast as Redis answers",
+             fmt(p["publish_median"], 2), fmt(p["fcall_median"], 2), f"{p['ratio']:.2f}x"],
+            ["publish rate (msgs/s, medians)", fmt(median_of(p["publish"], "rate")),
+             fmt(median_of(p["fcall"], "rate")), ""],
+            ["broker CPU %, fanout 10,000 clients / 100 channels / 10,000 msgs/s",
+             fmt(lv["publish_median"], 1), fmt(lv["fcall_median"], 1), f"{lv['ratio']:.2f}x"]]
+    out = ("### history: plain PUBLISH against FCALL broker_publish (medians of alternating runs)\n\n" +
+           table(["", "PUBLISH", "FCALL broker_publish", "ratio"], rows))
+    out += (f"\nResume: {rs['clients']:,} clients of {rs['channels']} channels come back "
+            f"{rs['behind']} messages behind, through one worker: {rs['recovered']:,} acks "
+            f"recovered ({rs['not_recovered']:,} not), {rs['complete']:,} clients had all "
+            f"{rs['behind']} messages, the last {rs['all_complete_s']:.3f} s after the first connect "
+            f"(all connected in {rs['all_connected_s']:.3f} s; connect to the {rs['behind']}th message: "
+            f"mean {rs['complete_ms']['mean_ms']:.1f} ms, p99 {rs['complete_ms']['p99_ms']:.1f} ms). "
+            f"History reads served by Redis: {rs['history_reads']:,} "
+            f"({rs['history_reads'] / rs['channels']:.1f} per channel; all calls: {rs['redis_calls']}).\n")
+    return out
+
+
+def median_of(runs, key):
+    v = sorted(r[key] for r in runs if r.get(key) is not None)
+    if not v:
+        return None
+    m = len(v) // 2
+    return v[m] if len(v) % 2 else (v[m - 1] + v[m]) / 2
 
 
 def md_meta(res):
@@ -372,7 +462,7 @@ def plots(res, out):
 def write(res, out):
     made = plots(res, out)
     parts = [md_targets(res), md_seed003(res), md_fanout(res), md_idle(res), md_storm(res),
-             md_ingest(res), md_filters(res), md_meta(res)]
+             md_ingest(res), md_filters(res), md_history(res), md_meta(res)]
     figs = "".join(f"![{os.path.basename(p)}]({os.path.basename(p)})\n" for p in made)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write("## Results\n\n" + "\n".join(p for p in parts if p) + ("\n### Plots\n\n" + figs if figs else ""))

@@ -43,19 +43,21 @@ SYS_CPU, LOAD_CPU = "0", "1"
 
 ALL_SYSTEMS = ["broker", "floor", "ws-buffer", "ws-string", "socketio", "nchan"]
 # The stack as deployed, through nginx with TLS (make bench-stack): ours over
-# Unix sockets, ours over the loopback TCP hop, and nginx + nchan terminating
-# TLS itself with the same TLS settings.
-STACK_SYSTEMS = ["stack-unix", "stack-tcp", "nchan-tls"]
+# Unix sockets, over the loopback TCP hop, and over Unix sockets with 16 KB
+# proxy buffers, and nginx + nchan terminating TLS itself with the same TLS
+# settings.
+STACK_SYSTEMS = ["stack-unix", "stack-tcp", "stack-unix-16k", "nchan-tls"]
 STACK_SCENARIOS = ["seed003", "fanout", "idle", "storm"]
-ALL_SCENARIOS = ["seed003", "fanout", "storm", "ingest", "filters", "idle", "idle100k", "stack100k"]
+ALL_SCENARIOS = ["seed003", "fanout", "storm", "ingest", "filters", "idle", "history", "idle100k",
+                 "stack100k"]
 
 # Durations: the full run fits in about 15 minutes with every system.
 FULL = dict(seed003_s=30, fanout_s=8, fanout_rates=[2000, 10000, 20000], ingest_s=10,
             filters_s=6, storm_reps=3, idle_n=19900, idle100k_n=100000, stack_idle_n=9000,
-            stack100k_n=100000)
+            stack100k_n=100000, history_reps=3, history_pub_n=200000)
 QUICK = dict(seed003_s=6, fanout_s=4, fanout_rates=[2000, 20000], ingest_s=4,
              filters_s=3, storm_reps=1, idle_n=5000, idle100k_n=20000, stack_idle_n=3000,
-             stack100k_n=10000)
+             stack100k_n=10000, history_reps=1, history_pub_n=50000)
 
 
 def log(msg):
@@ -197,6 +199,7 @@ class System:
     client = "loadgen"      # or "sio" (peers/sio-load.js)
     query_only = False      # subscribes only in the URL (nchan)
     filters = False
+    history = False         # has the broker's history (FCALL broker_publish)
     path = "/ws"
     tls_opts = []           # loadgen's TLS options (wss:// systems)
 
@@ -231,6 +234,7 @@ class System:
 class Broker(System):
     name = "broker"
     filters = True
+    history = True
 
     def __init__(self, ctx, workers=1):
         super().__init__(ctx)
@@ -422,6 +426,7 @@ class Stack(System):
     name, upstream = "stack-unix", "unix"
     filters = True
     tls_opts = ["--insecure"]
+    proxy_buffer = None  # docker/nginx.conf's proxy_buffer_size, or this
 
     def __init__(self, ctx, workers=1, nginx_workers=None):
         super().__init__(ctx)
@@ -461,8 +466,16 @@ class Stack(System):
             raise RuntimeError("broker workers not ready")
         with open(os.path.join(ROOT, "docker", "nginx.conf")) as f:
             text = f.read()
+        if self.proxy_buffer:
+            text = text.replace("proxy_buffer_size 4k;", f"proxy_buffer_size {self.proxy_buffer};\n"
+                                f"            proxy_busy_buffers_size {self.proxy_buffer};")
         if self.nginx_workers:
+            # The scale run: more workers, each with all the connections its
+            # 20,000 descriptors allow (a proxied WebSocket takes two), so
+            # that reuseport's uneven spread does not make nginx close
+            # handshakes in progress ("worker_connections are not enough").
             text = text.replace("worker_processes auto;", f"worker_processes {self.nginx_workers};")
+            text = text.replace("worker_connections 16384;", "worker_connections 19500;")
         with open(os.path.join(prefix, "nginx.conf"), "w") as f:
             f.write(text)
         with open(os.path.join(prefix, "upstream.conf"), "w") as f:
@@ -514,6 +527,13 @@ class StackTcp(Stack):
     name, upstream = "stack-tcp", "tcp"
 
 
+class Stack16k(Stack):
+    """stack-unix with proxy_buffer_size 16k: nginx reads the broker's
+    batches in 16 KB pieces and sends 16 KB TLS records (the memory against
+    CPU trade of docker/nginx.conf's comment)."""
+    name, proxy_buffer = "stack-unix-16k", "16k"
+
+
 class NchanTls(Nchan):
     """nginx + nchan terminating TLS itself, with docker/nginx.conf's TLS
     settings and certificate, and the same bridge as nchan."""
@@ -533,6 +553,7 @@ class NchanTls(Nchan):
 
 SYSTEM_CLASSES = {"broker": Broker, "floor": Floor, "ws-buffer": WsBuffer, "ws-string": WsString,
                   "socketio": SocketIO, "nchan": Nchan, "stack-unix": Stack, "stack-tcp": StackTcp,
+                  "stack-unix-16k": Stack16k,
                   "nchan-tls": NchanTls}
 
 
@@ -545,7 +566,7 @@ class Clients:
     subscribes its client i to PREFIX<i % k>."""
 
     def __init__(self, ctx, system, n, k, prefix, procs=1, sample=1, idle=False, source_ips=1,
-                 concurrency=100, filt=None, mode=None, interval=1):
+                 concurrency=100, filt=None, mode=None, interval=1, extra=()):
         self.ctx, self.system, self.files = ctx, system, []
         self.procs = []
         mode = mode or ("query" if system.query_only else "frame")
@@ -566,6 +587,7 @@ class Clients:
                 cmd += ["--idle"]
             if filt is not None:
                 cmd += ["--filter", filt]
+            cmd += list(extra)
             self.files.append((js, er))
             self.procs.append(spawn(cmd, LOAD_CPU, err=open(er, "w")))
 
@@ -627,13 +649,15 @@ def steady(rates):
 
 
 def publish(ctx, pids, prefix, k, duration, rate=0, size=None, mix=None, pipeline=100, tail=0.5,
-            metric=None):
+            metric=None, history=False, count=0):
     """Runs publish on CPU 1 while sampling the CPU ticks and RSS of pids every
     second. Returns (publish summary, samples [(t, ticks, rss_kb, metric)])."""
     js = os.path.join(ctx.dir, f"publish-{prefix}-{ctx.seq()}.json")
     cmd = [PUBLISH, "--redis", f"127.0.0.1:{ctx.redis_port}", "-k", k, "--prefix", prefix,
            "-r", rate, "-d", duration, "-p", pipeline, "-q", "--json", js]
     cmd += ["--mix", mix] if mix else ["-s", size or 250]
+    cmd += ["--history"] if history else []
+    cmd += ["-n", count] if count else []
 
     def sample():
         return (time.monotonic(), ticks(pids), rss_kb(pids), metric() if metric else None, cpu_busy(),
@@ -864,6 +888,103 @@ def sc_filters(ctx, sysm):
     return out
 
 
+def redis_cli(ctx, *args):
+    r = subprocess.run(["redis-cli", "-p", str(ctx.redis_port)] + [str(a) for a in args],
+                       capture_output=True, text=True, timeout=30, check=True)
+    return r.stdout
+
+
+def commandstats(ctx):
+    """calls per command, from INFO commandstats."""
+    out = {}
+    for m in re.finditer(r"^cmdstat_([a-z_|]+):calls=(\d+)", redis_cli(ctx, "INFO", "commandstats"), re.M):
+        out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def sc_history(ctx, sysm):
+    """History (PROTOCOL.md section 7), alternating plain PUBLISH and FCALL
+    broker_publish: Redis CPU per published message; the broker's live-path
+    CPU on the same fanout; then 10,000 clients of 10 channels resuming 50
+    messages each through one worker: time to all recovered, and the history
+    reads Redis served (INFO commandstats)."""
+    out = {"publish": {"publish": [], "fcall": []}, "live": {"publish": [], "fcall": []}}
+    n, k, rate, d = 10000, 100, 10000, ctx.p["fanout_s"]
+    for rep_i in range(ctx.p["history_reps"]):
+        for kind in ("publish", "fcall"):
+            hist = kind == "fcall"
+            # Redis's CPU per message, publishing as fast as one pipelined
+            # connection goes, to channels the broker holds (one subscriber
+            # link each).
+            prefix = f"hp{rep_i}{kind}x"
+            cl = Clients(ctx, sysm, k, k, prefix, sample=100)
+            try:
+                cl.wait_ready()
+                time.sleep(0.3)
+                t0 = ticks([ctx.redis_pid])
+                pub, _ = publish(ctx, sysm.pids(), prefix, k, 0, count=ctx.p["history_pub_n"],
+                                 history=hist, tail=0.3)
+                t1 = ticks([ctx.redis_pid])
+            finally:
+                cl.stop()
+            out["publish"][kind].append({
+                "messages": pub["messages"], "rate": pub["rate"], "errors": pub["errors"],
+                "redis_us_per_msg": (t1 - t0) / CLK * 1e6 / max(1, pub["messages"])})
+            # The broker's live path: fanout at 10,000 msgs/s.
+            prefix = f"hl{rep_i}{kind}x"
+            cl = Clients(ctx, sysm, n, k, prefix, procs=2, sample=10, source_ips=4)
+            try:
+                cl.wait_ready()
+                time.sleep(1.0)
+                pub, smp = publish(ctx, sysm.pids(), prefix, k, d, rate=rate, size=250, history=hist)
+                time.sleep(1.0)
+            finally:
+                cl.stop()
+            r = cl.result()
+            wins = cpu_windows(smp, 1)
+            wins = wins[1:-1] if len(wins) > 3 else wins
+            expect = pub["messages"] * (n // k)
+            out["live"][kind].append({
+                "published": pub["messages"], "errors": pub["errors"], "cpu_pct": median(wins),
+                "delivered_frac": r["received"]["messages"] / expect if expect else None,
+                "p99_ms": r["latency"]["p99_ms"]})
+    for part in ("publish", "live"):
+        key = "redis_us_per_msg" if part == "publish" else "cpu_pct"
+        for kind in ("publish", "fcall"):
+            out[part][kind + "_median"] = median([x[key] for x in out[part][kind]])
+        out[part]["ratio"] = out[part]["fcall_median"] / out[part]["publish_median"]
+    # Resume: 100 messages on each of 10 channels, then 10,000 clients come
+    # back from 50 messages before the end.
+    kr, behind, nres = 10, 50, 10000
+    publish(ctx, [], "hr", kr, 0, count=kr * 100, history=True, tail=0)
+    since = os.path.join(ctx.dir, "since.txt")
+    with open(since, "w") as f:
+        for i in range(kr):
+            m = redis_cli(ctx, "HMGET", f"broker:{{hr{i}}}:m", "o", "e").split()
+            f.write(f"hr{i} {int(m[0]) - behind} {m[1]}\n")
+    before = commandstats(ctx)
+    cl = Clients(ctx, sysm, nres, kr, "hr", sample=1000, extra=["--since", since, "--expect", behind])
+    try:
+        cl.wait_ready()
+        time.sleep(3.0)  # the recovered messages follow the acks within milliseconds
+    finally:
+        cl.stop()
+    r = cl.result()
+    after = commandstats(ctx)
+    reads = {c: after[c] - before.get(c, 0) for c in after
+             if c.startswith(("fcall", "xrange", "xrevrange")) and after[c] != before.get(c, 0)}
+    out["resume"] = {
+        "clients": nres, "channels": kr, "behind": behind,
+        "opened": r["connections"]["opened"], "recovered": r["resume"]["recovered"],
+        "not_recovered": r["resume"]["not_recovered"],
+        "complete": r["resume"]["complete"]["count"], "all_complete_s": r["resume"]["all_complete_s"],
+        "complete_ms": hist(r["resume"]["complete"]), "ready_ms": hist(r["handshake"]["ready"]),
+        "all_connected_s": r["handshake"]["all_connected_s"],
+        "messages": r["received"]["messages"], "redis_calls": reads,
+        "history_reads": reads.get("fcall_ro", 0)}
+    return out
+
+
 def idle_run(ctx, sysm, n, procs, source_ips):
     time.sleep(1.0)
     before = rss_kb(sysm.pids())
@@ -874,7 +995,7 @@ def idle_run(ctx, sysm, n, procs, source_ips):
         time.sleep(3.0)
         after = rss_kb(sysm.pids())
         conns = None
-        if isinstance(sysm, Broker):
+        if isinstance(sysm, (Broker, Stack)):
             conns = sysm.metric("broker_connections")
     finally:
         cl.stop()
@@ -901,18 +1022,17 @@ def sc_idle100k(ctx, sysm):
 
 
 def sc_stack100k(ctx):
-    """100,000 wss connections held through the whole stack: nginx with 12
+    """100,000 wss connections held through the whole stack: nginx with 16
     workers (each proxied WebSocket takes two of a worker's 20,000
     descriptors), the broker with 6, over Unix sockets, and 6 loadgen
     processes on 8 source addresses; memory per connection of every nginx
     and broker process."""
     n = ctx.p["stack100k_n"]
-    sysm = Stack(ctx, workers=6, nginx_workers=12)
+    sysm = Stack(ctx, workers=6, nginx_workers=16)
     t0 = time.monotonic()
     try:
         sysm.start()
         r = idle_run(ctx, sysm, n, 6, 8)
-        r["broker_connections"] = sysm.metric("broker_connections")
     except Exception as e:
         log(f"stack100k failed: {e}")
         r = {"error": str(e)}
@@ -928,7 +1048,7 @@ def sc_stack100k(ctx):
 class Ctx:
     def __init__(self, d, params):
         self.dir, self.p, self._seq = d, params, 0
-        self.redis_port = None
+        self.redis_port = self.redis_pid = None
         self.perf = False
 
     def seq(self):
@@ -937,10 +1057,12 @@ class Ctx:
 
 
 def perf_start(ctx, sysm, tag, seconds):
-    """With --perf: `perf record -g` of the broker's workers for `seconds`
+    """With --perf: `perf record -g` of the system's processes (the broker's
+    workers; every nginx worker and broker worker of a stack) for `seconds`
     (call-graph profile; it costs CPU, so --perf runs are not for the tables)."""
-    if not ctx.perf or not isinstance(sysm, Broker) or shutil.which("perf") is None:
+    if not ctx.perf or not isinstance(sysm, (Broker, Stack, Nchan)) or shutil.which("perf") is None:
         return None
+    tag = f"{sysm.name}-{tag}"
     data = os.path.join(ctx.dir, f"perf-{tag}.data")
     pids = ",".join(str(p) for p in sysm.pids())
     p = subprocess.Popen(["perf", "record", "-g", "-p", pids, "-o", data, "--", "sleep", str(seconds)],
@@ -1028,7 +1150,7 @@ def build(systems):
 
 
 SCENARIO_FUNCS = {"seed003": sc_seed003, "fanout": sc_fanout, "storm": sc_storm,
-                  "ingest": sc_ingest, "filters": sc_filters, "idle": sc_idle}
+                  "ingest": sc_ingest, "filters": sc_filters, "idle": sc_idle, "history": sc_history}
 # Scenarios whose CPU figures decide a target: the broker and the floor run
 # them --reps times, alternating, and the median of each number is kept.
 REPEATED = ("seed003", "fanout")
@@ -1121,7 +1243,7 @@ def main():
         systems = a.systems.split(",") if a.systems else STACK_SYSTEMS
         scenarios = a.scenarios.split(",") if a.scenarios else STACK_SCENARIOS + ["stack100k"]
         global PAIRED
-        PAIRED = ("stack-unix", "nchan-tls")
+        PAIRED = ("stack-unix", "stack-unix-16k", "nchan-tls")
     else:
         systems = a.systems.split(",") if a.systems else (ALL_SYSTEMS if a.compare else
                                                           ["broker", "floor"])
@@ -1156,12 +1278,14 @@ def main():
                        "--appendonly", "no", "--client-output-buffer-limit", "pubsub 2gb 2gb 0"],
                       LOAD_CPU, out=open(os.path.join(run_dir, "redis.log"), "w"))
         wait_port(ctx.redis_port, redis)
+        ctx.redis_pid = redis.pid
         # Scenario by scenario, so that the systems compared in a table ran
         # minutes apart at most on this shared machine.
         for sc in scenarios:
             if sc in ("idle100k", "stack100k"):
                 continue
-            names = [n for n in systems if sc != "filters" or SYSTEM_CLASSES[n].filters]
+            names = [n for n in systems if (sc != "filters" or SYSTEM_CLASSES[n].filters) and
+                     (sc != "history" or SYSTEM_CLASSES[n].history)]
             runs = {n: [] for n in names}
             for rep in range(reps if sc in REPEATED else 1):
                 for name in names:
@@ -1185,7 +1309,7 @@ def main():
             results["scenarios"]["idle100k"]["broker"] = r
             sysm.stop()
         if "stack100k" in scenarios:
-            log("stack100k: nginx 12 workers, broker 6 workers, Unix sockets")
+            log("stack100k: nginx 16 workers, broker 6 workers, Unix sockets")
             results["scenarios"]["stack100k"]["stack-unix"] = sc_stack100k(ctx)
             save()
         stop(redis)
