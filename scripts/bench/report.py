@@ -124,7 +124,8 @@ def md_idle(res):
     x = res["scenarios"].get("stack100k", {}).get("stack-unix")
     if x and not err(x):
         rows.append(["stack over TLS: nginx 16 workers + broker 6 workers, Unix sockets "
-                     f"(6 loadgen processes; broker_connections {fmt(x.get('broker_connections'))})",
+                     f"(6 loadgen processes; broker_connections {fmt(x.get('broker_connections'))}; "
+                     f"per broker worker: {', '.join(fmt(v) for v in x.get('per_worker') or [])})",
                      fmt(x["held"]), fmt(x["rss_kb_before"] / 1024, 1), fmt(x["rss_kb_after"] / 1024, 1),
                      fmt(x["bytes_per_conn"]), "", fmt(x["all_connected_s"], 2)])
     elif x:

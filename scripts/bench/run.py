@@ -985,9 +985,28 @@ def sc_history(ctx, sysm):
     return out
 
 
+def sockets(pid):
+    """Open sockets of a process."""
+    n = 0
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return n
+
+
+def broker_workers(sysm):
+    return children(sysm.procs[0].pid) if isinstance(sysm, (Broker, Stack)) and sysm.procs else []
+
+
 def idle_run(ctx, sysm, n, procs, source_ips):
     time.sleep(1.0)
     before = rss_kb(sysm.pids())
+    socks0 = [sockets(w) for w in broker_workers(sysm)]
     cl = Clients(ctx, sysm, n, 100, "idle", procs=procs, idle=True, source_ips=source_ips,
                  interval=5)
     try:
@@ -997,12 +1016,16 @@ def idle_run(ctx, sysm, n, procs, source_ips):
         conns = None
         if isinstance(sysm, (Broker, Stack)):
             conns = sysm.metric("broker_connections")
+        # How the connections spread over the broker's workers: each one's
+        # sockets now, less those it had before.
+        spread = [sockets(w) - b for w, b in zip(broker_workers(sysm), socks0)]
     finally:
         cl.stop()
     r = cl.result()
     held = r["connections"]["open_at_end"]
     return {"connections": n, "held": held, "failed": r["connections"]["failed"],
-            "broker_connections": conns, "rss_kb_before": before, "rss_kb_after": after,
+            "broker_connections": conns, "per_worker": spread,
+            "rss_kb_before": before, "rss_kb_after": after,
             "bytes_per_conn": (after - before) * 1024.0 / held if held else None,
             "all_connected_s": r["handshake"]["all_connected_s"], "processes": procs}
 
